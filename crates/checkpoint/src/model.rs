@@ -1,0 +1,78 @@
+//! The family-independent model: one enum over the typed families, so growth, training and the
+//! command line dispatch in one place and a new family is one more variant.
+
+use crate::bert::Bert;
+use crate::config::Family;
+use crate::error::Result;
+use ndarray::ArrayViewD;
+use serde_json::{Map, Value};
+
+/// A weight's Hugging Face name and its values in Hugging Face orientation.
+pub type NamedTensor<'a> = (String, ArrayViewD<'a, f32>);
+
+/// A stored tensor that was deliberately not loaded, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dropped {
+    /// Its name in the file.
+    pub name: String,
+    /// Why it was dropped.
+    pub reason: String,
+}
+
+impl Dropped {
+    pub(crate) fn new(name: &str, reason: &str) -> Self {
+        Self {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Typed weights of any supported family.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Model {
+    /// A BERT encoder with optional heads.
+    Bert(Bert),
+}
+
+impl Model {
+    /// The model's family.
+    pub fn family(&self) -> Family {
+        match self {
+            Self::Bert(_) => Family::Bert,
+        }
+    }
+
+    /// Every weight under its Hugging Face name.
+    pub fn named_tensors(&self) -> Vec<NamedTensor<'_>> {
+        match self {
+            Self::Bert(m) => m.named_tensors(),
+        }
+    }
+
+    /// config.json for these weights.
+    pub fn config_json(&self) -> Map<String, Value> {
+        match self {
+            Self::Bert(m) => m.config.to_json(),
+        }
+    }
+
+    /// Checks that tensor shapes agree with the config.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Self::Bert(m) => m.validate(),
+        }
+    }
+
+    /// Number of parameters (tied weights counted once).
+    pub fn num_parameters(&self) -> usize {
+        self.named_tensors().iter().map(|(_, t)| t.len()).sum()
+    }
+
+    /// The BERT weights, if this is a BERT.
+    pub fn as_bert(&self) -> Option<&Bert> {
+        match self {
+            Self::Bert(m) => Some(m),
+        }
+    }
+}
