@@ -1,0 +1,1 @@
+//! MLM data: the bundled corpus, the tokenizer, packed and masked batches.
