@@ -1,1 +1,15 @@
 //! MLM data: the bundled corpus, the tokenizer, packed and masked batches.
+//!
+//! The corpus (38 Shakespeare plays, `assets/corpus/`) and the WordPiece tokenizer
+//! (`assets/tokenizer/`) ship with the repository; nothing is downloaded. See `docs/data.md`.
+
+mod corpus;
+mod error;
+mod tokenizer;
+
+pub use corpus::{
+    DOC_SEPARATOR, Split, Tokenized, default_assets_dir, load_corpus, read_documents, read_split,
+    tokenize_documents,
+};
+pub use error::DataError;
+pub use tokenizer::{SPECIAL_TOKENS, SpecialIds, TOKENIZER_FILE, load_tokenizer};

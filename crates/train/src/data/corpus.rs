@@ -1,0 +1,121 @@
+//! The bundled corpus: gzipped plain text, one document per play, and its tokenization.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use tokenizers::Tokenizer;
+
+use super::DataError;
+
+/// The line that separates two documents in a corpus file: a lone form feed.
+pub const DOC_SEPARATOR: &str = "\n\x0c\n";
+
+/// One of the two fixed corpus splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// About 95% of every play: its text up to the held-out tail.
+    Train,
+    /// The trailing 5% (by characters, cut between speeches) of every play.
+    Valid,
+}
+
+impl Split {
+    /// The split's file, relative to the assets folder.
+    pub fn file(self) -> &'static str {
+        match self {
+            Split::Train => "corpus/train.txt.gz",
+            Split::Valid => "corpus/valid.txt.gz",
+        }
+    }
+}
+
+/// The repository's `assets/` folder (resolved at compile time from this crate's location).
+pub fn default_assets_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets")
+}
+
+/// Reads a gzipped corpus file and splits it into documents (trimmed, empty ones dropped).
+pub fn read_documents(path: &Path) -> Result<Vec<String>, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let text = String::from_utf8(bytes).map_err(|source| DataError::Utf8 {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let docs: Vec<String> = text
+        .split(DOC_SEPARATOR)
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if docs.is_empty() {
+        return Err(DataError::EmptyCorpus {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(docs)
+}
+
+/// Reads the documents of one split from `assets_dir`.
+pub fn read_split(assets_dir: &Path, split: Split) -> Result<Vec<String>, DataError> {
+    read_documents(&assets_dir.join(split.file()))
+}
+
+/// Token ids of documents, concatenated in order with no special tokens between them.
+///
+/// `path` names the corpus file in errors.
+pub fn tokenize_documents(
+    tokenizer: &Tokenizer,
+    docs: &[String],
+    path: &Path,
+) -> Result<Vec<u32>, DataError> {
+    // Lines are independent for a BERT pipeline (the normalizer turns newlines into spaces and
+    // the pre-tokenizer splits on them), so encoding line by line gives the same ids as whole
+    // documents, and lets encode_batch spread the work over threads.
+    let lines: Vec<&str> = docs
+        .iter()
+        .flat_map(|d| d.lines())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let encodings = tokenizer
+        .encode_batch_fast(lines, false)
+        .map_err(|e| DataError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let total = encodings.iter().map(|e| e.len()).sum();
+    let mut ids = Vec::with_capacity(total);
+    for e in &encodings {
+        ids.extend_from_slice(e.get_ids());
+    }
+    Ok(ids)
+}
+
+/// The two corpus splits as token streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokenized {
+    /// The training split, all plays concatenated.
+    pub train: Vec<u32>,
+    /// The validation split, all play tails concatenated.
+    pub valid: Vec<u32>,
+}
+
+/// Reads and tokenizes both splits of the corpus under `assets_dir`.
+pub fn load_corpus(assets_dir: &Path, tokenizer: &Tokenizer) -> Result<Tokenized, DataError> {
+    let split = |s: Split| {
+        let path = assets_dir.join(s.file());
+        let docs = read_documents(&path)?;
+        tokenize_documents(tokenizer, &docs, &path)
+    };
+    Ok(Tokenized {
+        train: split(Split::Train)?,
+        valid: split(Split::Valid)?,
+    })
+}
