@@ -158,16 +158,23 @@ impl Bert {
             let mut decoder = None;
             if t.has(DECODER) {
                 let w = t.mat(DECODER, v, d)?;
-                if w == embeddings.word {
+                if !c.tie_word_embeddings {
+                    // Untied: kept even if equal today, since training will move them apart.
+                    decoder = Some(w.reversed_axes().as_standard_layout().into_owned());
+                } else if w == embeddings.word {
                     dropped.push(Dropped::new(DECODER, "tied: equal to the word embeddings"));
-                } else if c.tie_word_embeddings {
+                } else {
                     dropped.push(Dropped::new(
                         DECODER,
                         "config ties it to the word embeddings, so transformers ignores the stored copy",
                     ));
-                } else {
-                    decoder = Some(w.reversed_axes().as_standard_layout().into_owned());
                 }
+            } else if !c.tie_word_embeddings {
+                // transformers would initialise an untied decoder at random: refuse instead.
+                return Err(CheckpointError::MissingTensor {
+                    path: store.root().to_owned(),
+                    tensor: DECODER.into(),
+                });
             }
             Some(MlmHead {
                 transform,
@@ -283,8 +290,8 @@ impl Bert {
     /// Checks that every tensor's shape agrees with the config.
     pub fn validate(&self) -> Result<()> {
         let c = &self.config;
-        let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-        if !d.is_multiple_of(c.num_attention_heads) {
+        let d = c.hidden_size;
+        if c.num_attention_heads == 0 || !d.is_multiple_of(c.num_attention_heads) {
             return Err(CheckpointError::InvalidModel(format!(
                 "hidden_size {d} is not divisible by num_attention_heads {}",
                 c.num_attention_heads
@@ -297,8 +304,15 @@ impl Bert {
                 c.num_hidden_layers
             )));
         }
+        check_shapes(&self.named_tensors(), &self.expected_shapes())
+    }
+
+    /// Every tensor name [`Bert::named_tensors`] yields, with the shape the config implies.
+    pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let c = &self.config;
+        let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let p = if self.prefixed { "bert." } else { "" };
-        let mut expected: Vec<(String, Vec<usize>)> = vec![
+        let mut out: Vec<(String, Vec<usize>)> = vec![
             (format!("{p}embeddings.word_embeddings.weight"), vec![v, d]),
             (
                 format!("{p}embeddings.position_embeddings.weight"),
@@ -308,60 +322,79 @@ impl Bert {
                 format!("{p}embeddings.token_type_embeddings.weight"),
                 vec![c.type_vocab_size, d],
             ),
+            (format!("{p}embeddings.LayerNorm.weight"), vec![d]),
+            (format!("{p}embeddings.LayerNorm.bias"), vec![d]),
         ];
-        for l in 0..c.num_hidden_layers {
+        let lin = |out: &mut Vec<_>, name: String, o: usize, i: usize| {
+            out.push((format!("{name}.weight"), vec![o, i]));
+            out.push((format!("{name}.bias"), vec![o]));
+        };
+        for l in 0..self.layers.len() {
             let q = format!("{p}encoder.layer.{l}");
             for (n, o, i) in [
                 ("attention.self.query", d, d),
                 ("attention.self.key", d, d),
                 ("attention.self.value", d, d),
                 ("attention.output.dense", d, d),
+                ("attention.output.LayerNorm", d, 0),
                 ("intermediate.dense", f, d),
                 ("output.dense", d, f),
+                ("output.LayerNorm", d, 0),
             ] {
-                expected.push((format!("{q}.{n}.weight"), vec![o, i]));
-                expected.push((format!("{q}.{n}.bias"), vec![o]));
-            }
-        }
-        if self.mlm.is_some() {
-            expected.push(("cls.predictions.bias".into(), vec![v]));
-            expected.push(("cls.predictions.transform.dense.weight".into(), vec![d, d]));
-        }
-        let actual: std::collections::HashMap<String, Vec<usize>> = self
-            .named_tensors()
-            .into_iter()
-            .map(|(n, a)| (n, a.shape().to_vec()))
-            .collect();
-        for (name, shape) in expected {
-            match actual.get(&name) {
-                Some(s) if *s == shape => {}
-                Some(s) => {
-                    return Err(CheckpointError::InvalidModel(format!(
-                        "tensor `{name}` has shape {s:?}, config implies {shape:?}"
-                    )));
-                }
-                None => {
-                    return Err(CheckpointError::InvalidModel(format!(
-                        "tensor `{name}` missing"
-                    )));
+                if i == 0 {
+                    out.push((format!("{q}.{n}.weight"), vec![o]));
+                    out.push((format!("{q}.{n}.bias"), vec![o]));
+                } else {
+                    lin(&mut out, format!("{q}.{n}"), o, i);
                 }
             }
         }
-        for (name, s) in &actual {
-            if s.contains(&0) {
-                return Err(CheckpointError::InvalidModel(format!(
-                    "tensor `{name}` is empty: {s:?}"
-                )));
-            }
-            let is_ln = name.ends_with("LayerNorm.weight") || name.ends_with("LayerNorm.bias");
-            if is_ln && s.as_slice() != [d] {
-                return Err(CheckpointError::InvalidModel(format!(
-                    "tensor `{name}` has shape {s:?}, config implies [{d}]"
-                )));
+        if self.pooler.is_some() {
+            lin(&mut out, format!("{p}pooler.dense"), d, d);
+        }
+        if let Some(m) = &self.mlm {
+            lin(&mut out, "cls.predictions.transform.dense".into(), d, d);
+            out.push(("cls.predictions.transform.LayerNorm.weight".into(), vec![d]));
+            out.push(("cls.predictions.transform.LayerNorm.bias".into(), vec![d]));
+            out.push(("cls.predictions.bias".into(), vec![v]));
+            if m.decoder.is_some() {
+                out.push((DECODER.into(), vec![v, d]));
             }
         }
-        Ok(())
+        if self.nsp.is_some() {
+            lin(&mut out, "cls.seq_relationship".into(), 2, d);
+        }
+        out
     }
+}
+
+/// Compares the tensors a typed model yields with the shapes its config implies, name by name.
+pub(crate) fn check_shapes(
+    actual: &[NamedTensor<'_>],
+    expected: &[(String, Vec<usize>)],
+) -> Result<()> {
+    if actual.len() != expected.len() {
+        return Err(CheckpointError::InvalidModel(format!(
+            "{} tensors, config implies {}",
+            actual.len(),
+            expected.len()
+        )));
+    }
+    for ((name, t), (ename, shape)) in actual.iter().zip(expected) {
+        debug_assert_eq!(name, ename, "named_tensors and expected_shapes disagree");
+        if t.shape() != shape.as_slice() {
+            return Err(CheckpointError::InvalidModel(format!(
+                "tensor `{name}` has shape {:?}, config implies {shape:?}",
+                t.shape()
+            )));
+        }
+        if t.is_empty() {
+            return Err(CheckpointError::InvalidModel(format!(
+                "tensor `{name}` is empty: {shape:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn push_linear<'a>(out: &mut Vec<NamedTensor<'a>>, prefix: String, l: &'a Linear) {

@@ -91,6 +91,15 @@ impl Activation {
             _ => None,
         }
     }
+
+    /// The Hugging Face name written for this activation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gelu => "gelu",
+            Self::GeluTanh => "gelu_new",
+            Self::Relu => "relu",
+        }
+    }
 }
 
 /// Typed access to a raw config object, with errors naming the file and field.
@@ -156,6 +165,28 @@ impl Fields<'_> {
             path: self.path.to_owned(),
             reason,
         }
+    }
+}
+
+/// Writes activation `act` under `field` unless the raw value already names it (so `gelu_new`
+/// and `gelu_pytorch_tanh`, the same function, keep their spelling).
+pub(crate) fn set_activation(
+    m: &mut Map<String, Value>,
+    field: &str,
+    act: Activation,
+    default: &str,
+) {
+    let current = m.get(field).and_then(Value::as_str).unwrap_or(default);
+    if Activation::from_name(current) != Some(act) {
+        m.insert(field.into(), Value::from(act.name()));
+    }
+}
+
+/// Writes `value` under `field` unless the raw object already says so (explicitly or by default).
+pub(crate) fn set_bool(m: &mut Map<String, Value>, field: &str, value: bool, default: bool) {
+    let current = m.get(field).and_then(Value::as_bool).unwrap_or(default);
+    if current != value {
+        m.insert(field.into(), Value::from(value));
     }
 }
 
@@ -245,6 +276,13 @@ impl BertConfig {
             m.insert(k.into(), Value::from(v));
         }
         m.insert("layer_norm_eps".into(), Value::from(self.layer_norm_eps));
+        set_activation(&mut m, "hidden_act", self.hidden_act, "gelu");
+        set_bool(
+            &mut m,
+            "tie_word_embeddings",
+            self.tie_word_embeddings,
+            true,
+        );
         m.entry("model_type").or_insert_with(|| Value::from("bert"));
         m
     }

@@ -105,6 +105,16 @@ pub enum CheckpointError {
         /// Shape implied by config.json.
         expected: Vec<usize>,
     },
+    /// A shard index names a shard file that does not exist.
+    #[error("{path}: shard `{shard}` (holding tensor `{tensor}`) does not exist")]
+    MissingShard {
+        /// The shard index file.
+        path: PathBuf,
+        /// The shard file name as written in the index.
+        shard: String,
+        /// The first tensor the index places in that shard.
+        tensor: String,
+    },
     /// A tensor the architecture needs is absent.
     #[error("{path}: required tensor `{tensor}` is missing")]
     MissingTensor {
@@ -146,6 +156,15 @@ pub enum CheckpointError {
     OutputExists {
         /// The output folder.
         path: PathBuf,
+    },
+    /// A write was refused before anything was written, because the model failed its checks.
+    #[error("{path}: not written: {source}")]
+    NotWritten {
+        /// The output folder that was not created or changed.
+        path: PathBuf,
+        /// Why the model was refused.
+        #[source]
+        source: Box<CheckpointError>,
     },
     /// A model handed to the writer is internally inconsistent.
     #[error("invalid model: {0}")]

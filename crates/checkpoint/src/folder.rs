@@ -8,6 +8,7 @@ use crate::model::{Dropped, Model};
 use crate::safetensors::{INDEX_FILE, SafetensorsWriter, TensorSpec, TensorStore, WEIGHTS_FILE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A model folder read into memory: typed weights plus the files to carry through.
 #[derive(Clone, Debug)]
@@ -144,7 +145,10 @@ impl AtomicDir {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        // Process id plus a per-process counter: concurrent writers never share a temporary.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
         }
@@ -170,10 +174,25 @@ impl AtomicDir {
                     path: self.target.clone(),
                 });
             }
-            let old = self.tmp.with_extension("old");
+            // Two renames: the old folder moves aside, the new one takes its name. If the second
+            // fails the old one is put back, so the target is never left missing or half-written.
+            let mut old = self.tmp.clone().into_os_string();
+            old.push(".old");
+            let old = PathBuf::from(old);
             std::fs::rename(&self.target, &old).map_err(io_err(&self.target))?;
-            std::fs::rename(&self.tmp, &self.target).map_err(io_err(&self.target))?;
-            std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+            if let Err(e) = std::fs::rename(&self.tmp, &self.target) {
+                let _ = std::fs::rename(&old, &self.target);
+                return Err(io_err(&self.target)(e));
+            }
+            let removed = if old.is_dir() {
+                std::fs::remove_dir_all(&old)
+            } else {
+                std::fs::remove_file(&old)
+            };
+            if let Err(e) = removed {
+                // The new folder is in place; a leftover old copy is untidy, not a failure.
+                tracing::warn!(path = %old.display(), error = %e, "could not remove the replaced folder");
+            }
         } else {
             std::fs::rename(&self.tmp, &self.target).map_err(io_err(&self.target))?;
         }
@@ -259,8 +278,34 @@ impl ModelDir {
     }
 
     /// Writes config, weights and the carried files into `out`, atomically.
+    ///
+    /// The model is checked (shapes against the config, every value finite) before anything
+    /// touches the disk; any failure leaves `out` as it was and no temporary folder behind.
     pub fn write(&self, out: &Path, opts: &WriteOptions) -> Result<PathBuf> {
         let dtype = opts.dtype.unwrap_or(self.dtype);
+        if !dtype.is_weight_float() {
+            return Err(CheckpointError::NotWritten {
+                path: out.to_owned(),
+                source: Box::new(CheckpointError::InvalidModel(format!(
+                    "weights cannot be written as {dtype}; use F32, F16, BF16 or F64"
+                ))),
+            });
+        }
+        if out.exists() && !opts.overwrite {
+            return Err(CheckpointError::OutputExists {
+                path: out.to_owned(),
+            });
+        }
+        self.model
+            .validate()
+            .map_err(|e| CheckpointError::NotWritten {
+                path: out.to_owned(),
+                source: Box::new(e),
+            })?;
+        let weights = out.join(WEIGHTS_FILE);
+        for (name, t) in self.model.named_tensors() {
+            crate::safetensors::check_finite(&weights, &name, t.iter())?;
+        }
         let dir = AtomicDir::new(out, opts.overwrite)?;
         write_weights(dir.path(), &self.model, dtype)?;
         write_config(dir.path(), &self.model, dtype)?;

@@ -266,7 +266,7 @@ impl TensorStore {
                 field: "weight_map".into(),
                 expected: "an object of tensor name to shard file",
             })?;
-        let mut shard_names: Vec<&str> = Vec::new();
+        let mut shard_names: Vec<(&str, &str)> = Vec::new();
         for (tensor, f) in map {
             let f = f.as_str().ok_or_else(|| CheckpointError::ConfigInvalid {
                 path: index.clone(),
@@ -278,13 +278,23 @@ impl TensorStore {
                     reason: format!("shard `{f}` for `{tensor}` is not a plain file name"),
                 });
             }
-            if !shard_names.contains(&f) {
-                shard_names.push(f);
+            if !shard_names.iter().any(|(s, _)| *s == f) {
+                shard_names.push((f, tensor));
             }
         }
         let files = shard_names
             .iter()
-            .map(|f| SafetensorsFile::open(&dir.join(f)))
+            .map(|(f, tensor)| {
+                let shard = dir.join(f);
+                if !shard.is_file() {
+                    return Err(CheckpointError::MissingShard {
+                        path: index.clone(),
+                        shard: (*f).to_owned(),
+                        tensor: (*tensor).to_owned(),
+                    });
+                }
+                SafetensorsFile::open(&shard)
+            })
             .collect::<Result<Vec<_>>>()?;
         let store = Self::from_files(index.clone(), files)?;
         for (tensor, f) in map {
@@ -360,6 +370,25 @@ impl TensorStore {
         self.by_name
             .get(name)
             .and_then(|&i| self.files[i].bytes(name))
+    }
+
+    /// Bytes that reading every float tensor as f32 takes: the resident size of the typed model.
+    /// The mapped files themselves are paged in and out by the OS and are not counted.
+    pub fn total_f32_bytes(&self) -> usize {
+        self.float_infos().map(|i| i.numel() * 4).sum()
+    }
+
+    /// Bytes of the largest float tensor as f32: the most [`TensorStore::read_f32`] holds beyond
+    /// what the caller keeps, since tensors are converted one at a time.
+    pub fn largest_f32_bytes(&self) -> usize {
+        self.float_infos().map(|i| i.numel() * 4).max().unwrap_or(0)
+    }
+
+    fn float_infos(&self) -> impl Iterator<Item = &TensorInfo> {
+        self.files
+            .iter()
+            .flat_map(|f| f.header.tensors.values())
+            .filter(|i| i.dtype.is_weight_float())
     }
 
     /// The most common float dtype over all tensors, weighted by element count.
