@@ -1,4 +1,11 @@
 //! bert2bert-train: candle models, MLM data and the two-stage bert2BERT pre-training loop.
 #![warn(missing_docs)]
 
+pub mod bert;
 pub mod data;
+pub mod error;
+pub mod flops;
+pub mod optim;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
