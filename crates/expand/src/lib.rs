@@ -1,1 +1,179 @@
-//! placeholder
+//! bert2bert-expand: the bert2BERT growth math (spec sections 2 to 7) on typed ndarray weights,
+//! with a reference forward pass that proves function preservation.
+//!
+//! - [`grow`] grows a model in memory; [`GrowPlan`] computes every index map up front and
+//!   produces the grown tensors one at a time in Hugging Face orientation, for streaming writes.
+//! - [`verify`] runs source and grown model on the same seeded batches with the reference
+//!   forward pass ([`forward`]) and reports the differences layer by layer.
+//!
+//! Orientation: like bert2bert-checkpoint, linear maps are held `(in, out)`, `y = x W + b`.
+#![warn(missing_docs)]
+
+mod bert;
+pub mod bench;
+pub mod error;
+pub mod expn;
+pub mod forward;
+pub mod maps;
+pub mod options;
+pub mod report;
+#[cfg(feature = "linalg")]
+pub mod spectrum;
+pub mod verify;
+
+pub use error::ExpandError;
+pub use maps::{IndexMap, MapRole, layer_order};
+pub use options::{AkiScope, Depth, GrowOptions, MapKind, Method, ParseOptionError, Target};
+pub use report::{GrowReport, LayerReport, MapSummary, ModuleReport};
+pub use verify::{Diff, EXACT_REL_TOL, VerifyOptions, VerifyReport, verify};
+
+use bert2bert_checkpoint::{BertConfig, Model};
+use ndarray::ArrayD;
+
+/// A planned growth: every index map computed, the grown tensors produced on demand.
+///
+/// Tensors are listed and produced in the order of the grown model's `Model::named_tensors()`,
+/// under the same names and in Hugging Face orientation (`nn.Linear` as (out, in)). A stacked
+/// layer is produced again from the same source layer and maps, never held twice.
+#[derive(Debug)]
+pub struct GrowPlan<'a> {
+    inner: bert::BertPlan<'a>,
+}
+
+impl<'a> GrowPlan<'a> {
+    /// Plans growing `model` to `target`; refuses targets smaller than the source, head size
+    /// changes and inconsistent models.
+    pub fn new(model: &'a Model, target: &Target, opts: &GrowOptions) -> Result<Self, ExpandError> {
+        let bert = model.as_bert().ok_or(ExpandError::WrongFamily {
+            path: "BERT",
+            found: model.family().name(),
+        })?;
+        Ok(Self {
+            inner: bert::BertPlan::new(bert, target, opts)?,
+        })
+    }
+
+    /// The grown model's config.
+    pub fn bert_config(&self) -> &BertConfig {
+        self.inner.config()
+    }
+
+    /// The grown model's `config.json` object.
+    pub fn config_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.inner.config().to_json()
+    }
+
+    /// Number of output tensors.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether there is no output tensor (never, for a valid model).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hugging Face name of output tensor `i`.
+    pub fn name(&self, i: usize) -> &str {
+        self.inner.name(i)
+    }
+
+    /// Hugging Face shape of output tensor `i`.
+    pub fn shape(&self, i: usize) -> &[usize] {
+        self.inner.shape(i)
+    }
+
+    /// Every output tensor as (name, shape), in write order.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        (0..self.len())
+            .map(|i| (self.name(i).to_owned(), self.shape(i).to_vec()))
+            .collect()
+    }
+
+    /// The index of output tensor `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        (0..self.len()).find(|&i| self.name(i) == name)
+    }
+
+    /// Number of f32 values of the largest output tensor (to size one reusable buffer).
+    pub fn max_tensor_len(&self) -> usize {
+        (0..self.len())
+            .map(|i| self.shape(i).iter().product::<usize>())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Writes output tensor `i` into `out` (row-major, Hugging Face orientation).
+    ///
+    /// # Panics
+    /// If `out.len()` is not the tensor's number of values.
+    pub fn tensor_into(&self, i: usize, out: &mut [f32]) {
+        self.inner.tensor_into(i, out)
+    }
+
+    /// Output tensor `i` in a new array.
+    pub fn tensor(&self, i: usize) -> ArrayD<f32> {
+        self.inner.tensor(i)
+    }
+
+    /// Output tensor `name` in a new array.
+    pub fn tensor_by_name(&self, name: &str) -> Result<ArrayD<f32>, ExpandError> {
+        let i = self
+            .index_of(name)
+            .ok_or_else(|| ExpandError::UnknownTensor(name.to_owned()))?;
+        Ok(self.tensor(i))
+    }
+
+    /// The output tensors one at a time, as (name, values).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, ArrayD<f32>)> + '_ {
+        (0..self.len()).map(move |i| (self.name(i), self.tensor(i)))
+    }
+
+    /// The hidden map g.
+    pub fn hidden_map(&self) -> &IndexMap {
+        self.inner.hidden_map()
+    }
+
+    /// The head map h_l of source layer `l` (heads).
+    pub fn head_map(&self, l: usize) -> &IndexMap {
+        self.inner.head_map(l)
+    }
+
+    /// The head map of source layer `l` expanded to units (u_l).
+    pub fn head_unit_map(&self, l: usize) -> &IndexMap {
+        self.inner.head_unit_map(l)
+    }
+
+    /// The FFN map f_l of source layer `l`.
+    pub fn ffn_map(&self, l: usize) -> &IndexMap {
+        self.inner.ffn_map(l)
+    }
+
+    /// Target layer -> source layer.
+    pub fn layer_order(&self) -> &[usize] {
+        self.inner.order()
+    }
+
+    /// What this growth does and whether it is expected to be exact.
+    pub fn report(&self) -> GrowReport {
+        self.inner.report()
+    }
+
+    /// The whole grown model in memory (linear weights in the typed (in, out) orientation,
+    /// standard layout).
+    pub fn build(&self) -> Model {
+        Model::Bert(self.inner.build())
+    }
+}
+
+/// Grows `model` to `target` in memory.
+pub fn grow(
+    model: &Model,
+    target: &Target,
+    opts: &GrowOptions,
+) -> Result<(Model, GrowReport), ExpandError> {
+    let plan = GrowPlan::new(model, target, opts)?;
+    let report = plan.report();
+    tracing::info!(from = %report.source, to = %report.target, method = %opts.method, "growing");
+    Ok((plan.build(), report))
+}

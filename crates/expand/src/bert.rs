@@ -1,0 +1,720 @@
+//! bert2BERT for BERT (spec sections 4, 6 and 7): a plan that holds every index map and can
+//! produce any grown tensor on demand, and the in-memory growth built on it.
+
+use crate::error::ExpandError;
+use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector};
+use crate::maps::{IndexMap, MapRole, layer_order};
+use crate::options::{AkiScope, GrowOptions, Method, Target};
+use crate::report::{GrowReport, LayerReport, MapSummary, ModuleReport};
+use bert2bert_checkpoint::{Bert, BertConfig, BertEmbeddings, BertLayer, LayerNorm, Linear, MlmHead};
+use ndarray::{Array1, Array2, ArrayD, IxDyn};
+
+/// Weight or bias of a linear map / gamma or beta of a LayerNorm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Param {
+    Weight,
+    Bias,
+}
+
+/// The tensors of one encoder layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Query,
+    Key,
+    Value,
+    AttnOut,
+    AttnLn,
+    Intermediate,
+    Output,
+    OutputLn,
+}
+
+/// Which grown tensor an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What {
+    Word,
+    Position,
+    TokenType,
+    EmbLn(Param),
+    Layer(usize, Part, Param),
+    Pooler(Param),
+    MlmTransform(Param),
+    MlmLn(Param),
+    MlmBias,
+    Decoder,
+    Nsp(Param),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    what: What,
+}
+
+/// How to produce one tensor.
+enum Spec<'s> {
+    /// A matrix; `linear` ones are written (out, in) in Hugging Face orientation.
+    Matrix { spec: MatrixSpec<'s>, linear: bool },
+    Vector(VectorSpec<'s>),
+}
+
+/// Checks `target` against the source config: never smaller, same head size.
+pub(crate) fn check_target(c: &BertConfig, t: &Target) -> Result<(), ExpandError> {
+    for (what, v) in [
+        ("layers", t.layers),
+        ("hidden size", t.hidden),
+        ("heads", t.heads),
+        ("intermediate size", t.intermediate),
+    ] {
+        if v == 0 {
+            return Err(ExpandError::ZeroTarget { what });
+        }
+    }
+    for (what, from, to) in [
+        ("layers", c.num_hidden_layers, t.layers),
+        ("hidden size", c.hidden_size, t.hidden),
+        ("intermediate size", c.intermediate_size, t.intermediate),
+        ("heads", c.num_attention_heads, t.heads),
+    ] {
+        if to < from {
+            return Err(ExpandError::Shrink { what, from, to });
+        }
+    }
+    if !t.hidden.is_multiple_of(t.heads) {
+        return Err(ExpandError::Indivisible {
+            hidden: t.hidden,
+            heads: t.heads,
+        });
+    }
+    let dh = c.head_dim();
+    if t.hidden / t.heads != dh {
+        let suggested = if t.hidden.is_multiple_of(dh) {
+            (t.hidden / dh).to_string()
+        } else {
+            format!("none: hidden {} is not a multiple of {dh}", t.hidden)
+        };
+        return Err(ExpandError::HeadSize {
+            from: dh,
+            to: t.hidden / t.heads,
+            hidden: t.hidden,
+            heads: t.heads,
+            suggested,
+        });
+    }
+    Ok(())
+}
+
+/// Every index map and the layer order of one BERT growth, with the tensor list of the result.
+#[derive(Debug)]
+pub(crate) struct BertPlan<'a> {
+    src: &'a Bert,
+    target: Target,
+    opts: GrowOptions,
+    config: BertConfig,
+    hidden: IndexMap,
+    heads: Vec<IndexMap>,
+    head_units: Vec<IndexMap>,
+    ffn: Vec<IndexMap>,
+    order: Vec<usize>,
+    entries: Vec<Entry>,
+}
+
+impl<'a> BertPlan<'a> {
+    pub(crate) fn new(
+        src: &'a Bert,
+        target: &Target,
+        opts: &GrowOptions,
+    ) -> Result<Self, ExpandError> {
+        src.validate()?;
+        let c = &src.config;
+        check_target(c, target)?;
+        let (seed, kind) = (opts.seed, opts.map);
+        let hidden = IndexMap::new(kind, c.hidden_size, target.hidden, seed, MapRole::Hidden);
+        let ls = c.num_hidden_layers;
+        let heads: Vec<IndexMap> = (0..ls)
+            .map(|l| {
+                IndexMap::new(
+                    kind,
+                    c.num_attention_heads,
+                    target.heads,
+                    seed,
+                    MapRole::Heads(l),
+                )
+            })
+            .collect();
+        let head_units = heads.iter().map(|h| h.expand_heads(c.head_dim())).collect();
+        let ffn = (0..ls)
+            .map(|l| {
+                IndexMap::new(
+                    kind,
+                    c.intermediate_size,
+                    target.intermediate,
+                    seed,
+                    MapRole::Ffn(l),
+                )
+            })
+            .collect();
+        let order = layer_order(opts.depth, ls, target.layers);
+        let config = c.with_shape(
+            target.layers,
+            target.hidden,
+            target.heads,
+            target.intermediate,
+        );
+        let mut plan = Self {
+            src,
+            target: *target,
+            opts: *opts,
+            config,
+            hidden,
+            heads,
+            head_units,
+            ffn,
+            order,
+            entries: Vec::new(),
+        };
+        plan.entries = plan.list_entries();
+        Ok(plan)
+    }
+
+    /// The grown tensors in the order of `Bert::named_tensors`, with Hugging Face shapes.
+    fn list_entries(&self) -> Vec<Entry> {
+        let s = self.src;
+        let p = if s.prefixed { "bert." } else { "" };
+        let (d, f) = (self.target.hidden, self.target.intermediate);
+        let c = &self.config;
+        let mut out = Vec::new();
+        let mut push = |name: String, shape: Vec<usize>, what: What| {
+            out.push(Entry { name, shape, what })
+        };
+        let pw = |prefix: &str| {
+            [
+                (format!("{prefix}.weight"), Param::Weight),
+                (format!("{prefix}.bias"), Param::Bias),
+            ]
+        };
+        push(
+            format!("{p}embeddings.word_embeddings.weight"),
+            vec![c.vocab_size, d],
+            What::Word,
+        );
+        push(
+            format!("{p}embeddings.position_embeddings.weight"),
+            vec![c.max_position_embeddings, d],
+            What::Position,
+        );
+        push(
+            format!("{p}embeddings.token_type_embeddings.weight"),
+            vec![c.type_vocab_size, d],
+            What::TokenType,
+        );
+        for (n, prm) in pw(&format!("{p}embeddings.LayerNorm")) {
+            push(n, vec![d], What::EmbLn(prm));
+        }
+        for l in 0..self.target.layers {
+            let q = format!("{p}encoder.layer.{l}");
+            for (sub, part, o, i) in [
+                ("attention.self.query", Part::Query, d, Some(d)),
+                ("attention.self.key", Part::Key, d, Some(d)),
+                ("attention.self.value", Part::Value, d, Some(d)),
+                ("attention.output.dense", Part::AttnOut, d, Some(d)),
+                ("attention.output.LayerNorm", Part::AttnLn, d, None),
+                ("intermediate.dense", Part::Intermediate, f, Some(d)),
+                ("output.dense", Part::Output, d, Some(f)),
+                ("output.LayerNorm", Part::OutputLn, d, None),
+            ] {
+                for (n, prm) in pw(&format!("{q}.{sub}")) {
+                    let shape = match (prm, i) {
+                        (Param::Weight, Some(i)) => vec![o, i],
+                        _ => vec![o],
+                    };
+                    push(n, shape, What::Layer(l, part, prm));
+                }
+            }
+        }
+        if s.pooler.is_some() {
+            for (n, prm) in pw(&format!("{p}pooler.dense")) {
+                let shape = if prm == Param::Weight { vec![d, d] } else { vec![d] };
+                push(n, shape, What::Pooler(prm));
+            }
+        }
+        if let Some(m) = &s.mlm {
+            for (n, prm) in pw("cls.predictions.transform.dense") {
+                let shape = if prm == Param::Weight { vec![d, d] } else { vec![d] };
+                push(n, shape, What::MlmTransform(prm));
+            }
+            for (n, prm) in pw("cls.predictions.transform.LayerNorm") {
+                push(n, vec![d], What::MlmLn(prm));
+            }
+            push(
+                "cls.predictions.bias".into(),
+                vec![c.vocab_size],
+                What::MlmBias,
+            );
+            if m.decoder.is_some() {
+                push(
+                    "cls.predictions.decoder.weight".into(),
+                    vec![c.vocab_size, d],
+                    What::Decoder,
+                );
+            }
+        }
+        if s.nsp.is_some() {
+            for (n, prm) in pw("cls.seq_relationship") {
+                let shape = if prm == Param::Weight { vec![2, d] } else { vec![2] };
+                push(n, shape, What::Nsp(prm));
+            }
+        }
+        out
+    }
+
+    /// The source layer whose weights fill the new units of source layer `l`, if AKI applies.
+    fn upper_of(&self, l: usize) -> Option<usize> {
+        (self.opts.method == Method::Aki && l + 1 < self.src.layers.len()).then_some(l + 1)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear_spec<'s>(
+        &'s self,
+        lin: impl Fn(&'s BertLayer) -> &'s Linear,
+        l: usize,
+        upper: Option<usize>,
+        rows: &'s IndexMap,
+        cols: &'s IndexMap,
+        prm: Param,
+    ) -> Spec<'s> {
+        let layers = &self.src.layers;
+        let lower = lin(&layers[l]);
+        let upper = upper.map(|u| lin(&layers[u]));
+        let split = cols.source();
+        match prm {
+            Param::Weight => Spec::Matrix {
+                spec: MatrixSpec {
+                    lower: lower.weight.view(),
+                    upper: upper.map(|u| u.weight.view()),
+                    rows: Some(rows),
+                    cols: Some(cols),
+                    split,
+                },
+                linear: true,
+            },
+            Param::Bias => Spec::Vector(VectorSpec {
+                lower: lower.bias.view(),
+                upper: upper.map(|u| u.bias.view()),
+                map: Some(cols),
+                split,
+                divide: false,
+            }),
+        }
+    }
+
+    fn ln_spec<'s>(
+        &'s self,
+        ln: &'s LayerNorm,
+        upper: Option<&'s LayerNorm>,
+        prm: Param,
+        divide: bool,
+    ) -> Spec<'s> {
+        let pick = |n: &'s LayerNorm| match prm {
+            Param::Weight => n.weight.view(),
+            Param::Bias => n.bias.view(),
+        };
+        Spec::Vector(VectorSpec {
+            lower: pick(ln),
+            upper: upper.map(pick),
+            map: Some(&self.hidden),
+            split: self.hidden.source(),
+            divide,
+        })
+    }
+
+    fn plain_linear<'s>(
+        &'s self,
+        lin: &'s Linear,
+        cols: Option<&'s IndexMap>,
+        prm: Param,
+    ) -> Spec<'s> {
+        match prm {
+            Param::Weight => Spec::Matrix {
+                spec: MatrixSpec {
+                    lower: lin.weight.view(),
+                    upper: None,
+                    rows: Some(&self.hidden),
+                    cols,
+                    split: 0,
+                },
+                linear: true,
+            },
+            Param::Bias => Spec::Vector(VectorSpec {
+                lower: lin.bias.view(),
+                upper: None,
+                map: cols,
+                split: 0,
+                divide: false,
+            }),
+        }
+    }
+
+    fn embedding<'s>(&'s self, m: &'s Array2<f32>) -> Spec<'s> {
+        Spec::Matrix {
+            spec: MatrixSpec {
+                lower: m.view(),
+                upper: None,
+                rows: None,
+                cols: Some(&self.hidden),
+                split: 0,
+            },
+            linear: false,
+        }
+    }
+
+    fn spec(&self, what: What) -> Spec<'_> {
+        let s = self.src;
+        let e = &s.embeddings;
+        let all = self.opts.aki_scope == AkiScope::All;
+        match what {
+            What::Word => self.embedding(&e.word),
+            What::Position => self.embedding(&e.position),
+            What::TokenType => self.embedding(&e.token_type),
+            What::EmbLn(prm) => self.ln_spec(&e.layer_norm, None, prm, false),
+            What::Layer(t, part, prm) => {
+                let l = self.order[t];
+                let up = self.upper_of(l);
+                let up_all = up.filter(|_| all);
+                let (g, u, f) = (&self.hidden, &self.head_units[l], &self.ffn[l]);
+                let layers = &s.layers;
+                match part {
+                    Part::Query => self.linear_spec(|x| &x.query, l, up, g, u, prm),
+                    Part::Key => self.linear_spec(|x| &x.key, l, up, g, u, prm),
+                    Part::Value => self.linear_spec(|x| &x.value, l, up, g, u, prm),
+                    Part::AttnOut => self.linear_spec(|x| &x.attention_output, l, up_all, u, g, prm),
+                    Part::Intermediate => self.linear_spec(|x| &x.intermediate, l, up, g, f, prm),
+                    Part::Output => self.linear_spec(|x| &x.output, l, up_all, f, g, prm),
+                    Part::AttnLn => self.ln_spec(
+                        &layers[l].attention_layer_norm,
+                        up_all.map(|u| &layers[u].attention_layer_norm),
+                        prm,
+                        false,
+                    ),
+                    Part::OutputLn => self.ln_spec(
+                        &layers[l].output_layer_norm,
+                        up_all.map(|u| &layers[u].output_layer_norm),
+                        prm,
+                        false,
+                    ),
+                }
+            }
+            What::Pooler(prm) => {
+                let pooler = s.pooler.as_ref().expect("listed only when present");
+                self.plain_linear(pooler, Some(&self.hidden), prm)
+            }
+            What::MlmTransform(prm) => {
+                let m = s.mlm.as_ref().expect("listed only when present");
+                self.plain_linear(&m.transform, Some(&self.hidden), prm)
+            }
+            What::MlmLn(prm) => {
+                let m = s.mlm.as_ref().expect("listed only when present");
+                // Tied decoder: the grown word embeddings are copies, not divided, so the
+                // transform LayerNorm (which feeds only the decoder) divides instead.
+                self.ln_spec(&m.layer_norm, None, prm, m.decoder.is_none())
+            }
+            What::MlmBias => {
+                let m = s.mlm.as_ref().expect("listed only when present");
+                Spec::Vector(VectorSpec {
+                    lower: m.bias.view(),
+                    upper: None,
+                    map: None,
+                    split: 0,
+                    divide: false,
+                })
+            }
+            What::Decoder => {
+                let m = s.mlm.as_ref().expect("listed only when present");
+                let dec = m.decoder.as_ref().expect("listed only when untied");
+                Spec::Matrix {
+                    spec: MatrixSpec {
+                        lower: dec.view(),
+                        upper: None,
+                        rows: Some(&self.hidden),
+                        cols: None,
+                        split: 0,
+                    },
+                    linear: true,
+                }
+            }
+            What::Nsp(prm) => {
+                let nsp = s.nsp.as_ref().expect("listed only when present");
+                self.plain_linear(nsp, None, prm)
+            }
+        }
+    }
+
+    fn fill(&self, what: What, orient_linear: Orient, out: &mut [f32]) {
+        match self.spec(what) {
+            Spec::Matrix { spec, linear } => {
+                let orient = if linear { orient_linear } else { Orient::Typed };
+                fill_matrix(&spec, orient, out)
+            }
+            Spec::Vector(spec) => fill_vector(&spec, out),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn name(&self, i: usize) -> &str {
+        &self.entries[i].name
+    }
+
+    pub(crate) fn shape(&self, i: usize) -> &[usize] {
+        &self.entries[i].shape
+    }
+
+    pub(crate) fn tensor_into(&self, i: usize, out: &mut [f32]) {
+        self.fill(self.entries[i].what, Orient::Hf, out)
+    }
+
+    pub(crate) fn tensor(&self, i: usize) -> ArrayD<f32> {
+        let shape = self.entries[i].shape.clone();
+        let mut v = vec![0.0f32; shape.iter().product()];
+        self.tensor_into(i, &mut v);
+        ArrayD::from_shape_vec(IxDyn(&shape), v).expect("shape matches size")
+    }
+
+    pub(crate) fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub(crate) fn hidden_map(&self) -> &IndexMap {
+        &self.hidden
+    }
+
+    pub(crate) fn head_map(&self, l: usize) -> &IndexMap {
+        &self.heads[l]
+    }
+
+    pub(crate) fn head_unit_map(&self, l: usize) -> &IndexMap {
+        &self.head_units[l]
+    }
+
+    pub(crate) fn ffn_map(&self, l: usize) -> &IndexMap {
+        &self.ffn[l]
+    }
+
+    pub(crate) fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    fn vector(&self, what: What, n: usize) -> Array1<f32> {
+        let mut v = vec![0.0f32; n];
+        self.fill(what, Orient::Typed, &mut v);
+        Array1::from_vec(v)
+    }
+
+    /// A matrix in the typed orientation ((in, out) for linear maps, (rows, D) for embeddings).
+    fn matrix(&self, what: What) -> Array2<f32> {
+        let Spec::Matrix { spec, .. } = self.spec(what) else {
+            unreachable!("a matrix entry")
+        };
+        let dims = spec.grown_dims();
+        let mut v = vec![0.0f32; dims.0 * dims.1];
+        fill_matrix(&spec, Orient::Typed, &mut v);
+        Array2::from_shape_vec(dims, v).expect("shape matches size")
+    }
+
+    fn linear(&self, w: What, b: What, n_out: usize) -> Linear {
+        Linear {
+            weight: self.matrix(w),
+            bias: self.vector(b, n_out),
+        }
+    }
+
+    fn layer_norm(&self, w: What, b: What) -> LayerNorm {
+        let d = self.target.hidden;
+        LayerNorm {
+            weight: self.vector(w, d),
+            bias: self.vector(b, d),
+        }
+    }
+
+    /// Grows source layer `l` (the first target layer made from it stands for all its copies).
+    fn grown_layer(&self, t: usize) -> BertLayer {
+        let (d, f) = (self.target.hidden, self.target.intermediate);
+        let lin = |part, n| self.linear(What::Layer(t, part, Param::Weight), What::Layer(t, part, Param::Bias), n);
+        let ln = |part| self.layer_norm(What::Layer(t, part, Param::Weight), What::Layer(t, part, Param::Bias));
+        BertLayer {
+            query: lin(Part::Query, d),
+            key: lin(Part::Key, d),
+            value: lin(Part::Value, d),
+            attention_output: lin(Part::AttnOut, d),
+            attention_layer_norm: ln(Part::AttnLn),
+            intermediate: lin(Part::Intermediate, f),
+            output: lin(Part::Output, d),
+            output_layer_norm: ln(Part::OutputLn),
+        }
+    }
+
+    /// The whole grown model in memory. Each source layer is grown once; stacked copies are
+    /// clones of it.
+    pub(crate) fn build(&self) -> Bert {
+        let s = self.src;
+        let (d, v) = (self.target.hidden, self.config.vocab_size);
+        let embeddings = BertEmbeddings {
+            word: self.matrix(What::Word),
+            position: self.matrix(What::Position),
+            token_type: self.matrix(What::TokenType),
+            layer_norm: self.layer_norm(What::EmbLn(Param::Weight), What::EmbLn(Param::Bias)),
+        };
+        let ls = s.layers.len();
+        let mut remaining = vec![0usize; ls];
+        for &l in &self.order {
+            remaining[l] += 1;
+        }
+        let mut grown: Vec<Option<BertLayer>> = vec![None; ls];
+        let mut layers = Vec::with_capacity(self.order.len());
+        for (t, &l) in self.order.iter().enumerate() {
+            if grown[l].is_none() {
+                grown[l] = Some(self.grown_layer(t));
+            }
+            remaining[l] -= 1;
+            layers.push(if remaining[l] == 0 {
+                grown[l].take().expect("grown")
+            } else {
+                grown[l].clone().expect("grown")
+            });
+        }
+        let pooler = s.pooler.as_ref().map(|_| {
+            self.linear(What::Pooler(Param::Weight), What::Pooler(Param::Bias), d)
+        });
+        let mlm = s.mlm.as_ref().map(|m| MlmHead {
+            transform: self.linear(
+                What::MlmTransform(Param::Weight),
+                What::MlmTransform(Param::Bias),
+                d,
+            ),
+            layer_norm: self.layer_norm(What::MlmLn(Param::Weight), What::MlmLn(Param::Bias)),
+            bias: self.vector(What::MlmBias, v),
+            decoder: m.decoder.as_ref().map(|_| self.matrix(What::Decoder)),
+        });
+        let nsp = s
+            .nsp
+            .as_ref()
+            .map(|_| self.linear(What::Nsp(Param::Weight), What::Nsp(Param::Bias), 2));
+        Bert {
+            config: self.config.clone(),
+            embeddings,
+            layers,
+            pooler,
+            mlm,
+            nsp,
+            prefixed: s.prefixed,
+        }
+    }
+
+    pub(crate) fn report(&self) -> GrowReport {
+        let s = self.src;
+        let c = &s.config;
+        let hidden_uniform = self.hidden.is_uniform();
+        let all = self.opts.aki_scope == AkiScope::All;
+        let mut reasons = Vec::new();
+        if !hidden_uniform {
+            reasons.push(format!(
+                "hidden copy counts differ ({}): every LayerNorm's mean and variance shift",
+                MapSummary::of(&self.hidden)
+            ));
+        }
+        let mut seen = vec![false; s.layers.len()];
+        let mut aki_layers = Vec::new();
+        let layers = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(t, &l)| {
+                let repeat = std::mem::replace(&mut seen[l], true);
+                let up = self.upper_of(l);
+                let new_internal = !self.heads[l].is_identity() || !self.ffn[l].is_identity();
+                let new_hidden = !self.hidden.is_identity();
+                let aki_changes = up.is_some() && (new_internal || (all && new_hidden));
+                if aki_changes && !repeat {
+                    aki_layers.push(l + 1);
+                }
+                LayerReport {
+                    layer: t,
+                    source_layer: l,
+                    repeat,
+                    knowledge_from: up,
+                    head_map: MapSummary::of(&self.heads[l]),
+                    ffn_map: MapSummary::of(&self.ffn[l]),
+                    exact: hidden_uniform && !aki_changes && !repeat,
+                }
+            })
+            .collect();
+        if !aki_layers.is_empty() {
+            let list: Vec<String> = aki_layers.iter().map(usize::to_string).collect();
+            reasons.push(format!(
+                "AKI fills new units of layer(s) {} from the layer above (by design)",
+                list.join(", ")
+            ));
+        }
+        if self.target.layers > c.num_hidden_layers {
+            reasons.push(format!(
+                "{} layers added by {}: added layers are not function-preserving",
+                self.target.layers - c.num_hidden_layers,
+                self.opts.depth
+            ));
+        }
+        let mut modules = vec![ModuleReport {
+            module: "embeddings (word, position, token type, LayerNorm)".into(),
+            maps: "hidden dim: copy by g".into(),
+            exact: hidden_uniform,
+        }];
+        if s.pooler.is_some() {
+            modules.push(ModuleReport {
+                module: "pooler".into(),
+                maps: "in: divide by g; out: copy by g".into(),
+                exact: true,
+            });
+        }
+        if let Some(m) = &s.mlm {
+            modules.push(ModuleReport {
+                module: "MLM head".into(),
+                maps: if m.decoder.is_none() {
+                    "transform in: divide by g, out: copy by g; LayerNorm: copy by g and divide by C (tied decoder fix); bias unchanged".into()
+                } else {
+                    "transform in: divide by g, out: copy by g; untied decoder in: divide by g; bias unchanged".into()
+                },
+                exact: hidden_uniform,
+            });
+        }
+        if s.nsp.is_some() {
+            modules.push(ModuleReport {
+                module: "NSP classifier".into(),
+                maps: "in: divide by g".into(),
+                exact: true,
+            });
+        }
+        let src_params: usize = s.named_tensors().iter().map(|(_, t)| t.len()).sum();
+        let grown_params: usize = self
+            .entries
+            .iter()
+            .map(|e| e.shape.iter().product::<usize>())
+            .sum();
+        GrowReport {
+            family: "bert",
+            source: Target::of(c),
+            target: self.target,
+            head_dim: c.head_dim(),
+            options: self.opts,
+            hidden_map: MapSummary::of(&self.hidden),
+            layer_order: self.order.clone(),
+            layers,
+            modules,
+            source_parameters: src_params,
+            grown_parameters: grown_params,
+            expected_exact: reasons.is_empty(),
+            inexact_reasons: reasons,
+        }
+    }
+}

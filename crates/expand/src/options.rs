@@ -1,0 +1,146 @@
+//! What to grow into and how: the target shape and the method's options.
+
+use bert2bert_checkpoint::BertConfig;
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// The shape to grow into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Number of layers L_t.
+    pub layers: usize,
+    /// Hidden size D_t.
+    pub hidden: usize,
+    /// Attention heads A_t (head size D_t / A_t must equal the source's).
+    pub heads: usize,
+    /// FFN inner size F_t.
+    pub intermediate: usize,
+}
+
+impl Target {
+    /// The shape of a BERT config.
+    pub fn of(config: &BertConfig) -> Self {
+        Self {
+            layers: config.num_hidden_layers,
+            hidden: config.hidden_size,
+            heads: config.num_attention_heads,
+            intermediate: config.intermediate_size,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} layers x {} hidden, {} heads, FFN {}",
+            self.layers, self.hidden, self.heads, self.intermediate
+        )
+    }
+}
+
+/// The width-growth method.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Function-preserving initialization (spec section 4).
+    #[default]
+    Fpi,
+    /// Advanced knowledge initialization: new units from the layer above (spec section 6).
+    Aki,
+}
+
+/// How new units pick their source unit (spec section 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapKind {
+    /// Without replacement, cycling through the source units: copy counts differ by at most one.
+    #[default]
+    Balanced,
+    /// Uniformly with replacement (the paper's rule).
+    Random,
+}
+
+/// Which dimensions AKI fills from the layer above.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AkiScope {
+    /// New heads and new FFN neurons only; the residual stream uses FPI.
+    #[default]
+    Internal,
+    /// Also the new hidden (residual) units written by W_O, W_2 and the layer's LayerNorms.
+    All,
+}
+
+/// How layers are added (spec section 7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Depth {
+    /// The paper's stacking: k copies of 1..L_s, then the top L_t - k L_s layers.
+    #[default]
+    Stack,
+    /// Each layer repeated in place (1, 1, 2, 2, ...), the top layers once more.
+    Interleave,
+}
+
+/// All growth options. The default is FPI with balanced maps, stacking, seed 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GrowOptions {
+    /// FPI or AKI.
+    pub method: Method,
+    /// Index-map rule for new units.
+    pub map: MapKind,
+    /// What AKI applies to (ignored by FPI).
+    pub aki_scope: AkiScope,
+    /// Depth-growth rule.
+    pub depth: Depth,
+    /// Seed of every index map.
+    pub seed: u64,
+}
+
+/// A string that names no variant of an option.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{given}` (expected one of: {expected})")]
+pub struct ParseOptionError {
+    /// Which option.
+    pub what: &'static str,
+    /// The string given.
+    pub given: String,
+    /// The accepted names.
+    pub expected: &'static str,
+}
+
+macro_rules! named_enum {
+    ($ty:ty, $what:literal, $( $v:path => $name:literal ),+ ) => {
+        impl $ty {
+            /// The option's name on the command line and in reports.
+            pub fn name(self) -> &'static str {
+                match self { $( $v => $name ),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = ParseOptionError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s.to_ascii_lowercase().as_str() {
+                    $( $name => Ok($v), )+
+                    _ => Err(ParseOptionError {
+                        what: $what,
+                        given: s.to_owned(),
+                        expected: concat!($( $name, " " ),+).trim_ascii_end(),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+named_enum!(Method, "method", Method::Fpi => "fpi", Method::Aki => "aki");
+named_enum!(MapKind, "map", MapKind::Balanced => "balanced", MapKind::Random => "random");
+named_enum!(AkiScope, "AKI scope", AkiScope::Internal => "internal", AkiScope::All => "all");
+named_enum!(Depth, "depth rule", Depth::Stack => "stack", Depth::Interleave => "interleave");
