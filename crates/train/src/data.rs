@@ -5,6 +5,8 @@
 
 mod corpus;
 mod error;
+mod mlm;
+pub mod pack;
 mod tokenizer;
 
 pub use corpus::{
@@ -12,4 +14,8 @@ pub use corpus::{
     tokenize_documents,
 };
 pub use error::DataError;
+pub use mlm::{
+    BatcherState, IGNORE_INDEX, MlmBatch, MlmBatcher, MlmConfig, eval_batches, n_sequences,
+    tokens_per_epoch,
+};
 pub use tokenizer::{SPECIAL_TOKENS, SpecialIds, TOKENIZER_FILE, load_tokenizer};

@@ -84,12 +84,13 @@ pub fn tokenize_documents(
         .flat_map(|d| d.lines())
         .filter(|l| !l.trim().is_empty())
         .collect();
-    let encodings = tokenizer
-        .encode_batch_fast(lines, false)
-        .map_err(|e| DataError::Tokenizer {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let encodings =
+        tokenizer
+            .encode_batch_fast(lines, false)
+            .map_err(|e| DataError::Tokenizer {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
     let total = encodings.iter().map(|e| e.len()).sum();
     let mut ids = Vec::with_capacity(total);
     for e in &encodings {
