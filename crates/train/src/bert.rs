@@ -657,7 +657,9 @@ impl Params {
                 .ok_or_else(|| crate::TrainError::Model(format!("no parameter `{name}`")))
         };
         let vec1 = |name: &str| -> crate::Result<Array1<f32>> {
-            Ok(Array1::from(get(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?))
+            Ok(Array1::from(
+                get(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            ))
         };
         let mat = |name: &str| -> crate::Result<Array2<f32>> {
             let t = get(name)?.to_dtype(DType::F32)?;

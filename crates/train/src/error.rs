@@ -34,7 +34,9 @@ pub enum TrainError {
     #[error("training configuration: {0}")]
     Config(String),
     /// A loss or gradient stopped being finite.
-    #[error("non-finite {what} at step {step}: training diverged (try a lower --lr or a longer --warmup)")]
+    #[error(
+        "non-finite {what} at step {step}: training diverged (try a lower --lr or a longer --warmup)"
+    )]
     Diverged {
         /// What went non-finite (loss, gradient norm).
         what: &'static str,

@@ -147,9 +147,7 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64, max_norm: Option<f64>) -> Result<StepInfo> {
         let grad_norm = self.grad_norm(grads)?;
         if !grad_norm.is_finite() {
-            return Err(TrainError::Model(format!(
-                "gradient norm is {grad_norm}"
-            )));
+            return Err(TrainError::Model(format!("gradient norm is {grad_norm}")));
         }
         let clip = match max_norm {
             Some(m) if grad_norm > m => m / (grad_norm + 1e-6),
@@ -217,7 +215,10 @@ impl AdamW {
     ) -> Result<()> {
         for s in &mut self.slots {
             let t = steps.get(&s.name).copied().ok_or_else(|| {
-                TrainError::Model(format!("optimizer state has no step count for `{}`", s.name))
+                TrainError::Model(format!(
+                    "optimizer state has no step count for `{}`",
+                    s.name
+                ))
             })?;
             s.t = t;
             if t == 0 {

@@ -125,7 +125,10 @@ impl TrainConfig {
             ));
         }
         if !(self.schedule.peak > 0.0 && self.schedule.peak.is_finite()) {
-            return bad(format!("learning rate {} is not positive", self.schedule.peak));
+            return bad(format!(
+                "learning rate {} is not positive",
+                self.schedule.peak
+            ));
         }
         if self.eval_every == 0 || self.log_every == 0 || self.checkpoint_every == 0 {
             return bad("eval, log and checkpoint intervals must be positive".into());
@@ -298,11 +301,10 @@ impl Trainer {
         let dir = out.join(CHECKPOINT_DIR);
         let state_path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
-        let state: TrainerState =
-            serde_json::from_str(&text).map_err(|e| TrainError::BadFile {
-                path: state_path.clone(),
-                reason: e.to_string(),
-            })?;
+        let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::BadFile {
+            path: state_path.clone(),
+            reason: e.to_string(),
+        })?;
         if let Some(c) = cfg
             && *c != state.config
         {

@@ -68,7 +68,10 @@ fn forward_matches_transformers() -> anyhow::Result<()> {
             .zip(&want)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         // f32 through 2 layers: a few ulps of the largest value per op.
-        assert!(err <= 2e-5 * scale.max(1.0), "{name}: max error {err}, scale {scale}");
+        assert!(
+            err <= 2e-5 * scale.max(1.0),
+            "{name}: max error {err}, scale {scale}"
+        );
     }
     Ok(())
 }
@@ -97,7 +100,10 @@ fn every_parameter_gets_a_nonzero_gradient() -> anyhow::Result<()> {
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));
         let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
-        assert!(norm.is_finite() && norm > 0.0, "{name}: gradient norm {norm}");
+        assert!(
+            norm.is_finite() && norm > 0.0,
+            "{name}: gradient norm {norm}"
+        );
     }
     Ok(())
 }
@@ -119,7 +125,9 @@ fn gradient_matches_finite_differences() -> anyhow::Result<()> {
         Ok(m.loss(&batch, scope, &mut Dropout::eval())?
             .to_scalar::<f32>()? as f64)
     };
-    let grads = model.loss(&batch, scope, &mut Dropout::eval())?.backward()?;
+    let grads = model
+        .loss(&batch, scope, &mut Dropout::eval())?
+        .backward()?;
     for name in [
         "bert.embeddings.LayerNorm.weight",
         "bert.encoder.layer.0.attention.self.query.weight",
