@@ -211,7 +211,15 @@ impl Drop for AtomicDir {
 
 /// Writes `config.json` for `model` (with `dtype` recorded) into folder `dir`.
 pub fn write_config(dir: &Path, model: &Model, dtype: Dtype) -> Result<()> {
-    let mut cfg = model.config_json();
+    write_config_json(dir, model.config_json(), dtype)
+}
+
+/// Writes the config object `cfg` as `config.json` in folder `dir`, recording `dtype`.
+pub fn write_config_json(
+    dir: &Path,
+    mut cfg: serde_json::Map<String, serde_json::Value>,
+    dtype: Dtype,
+) -> Result<()> {
     if let Some(name) = dtype.torch_name() {
         // transformers 5 writes `dtype`, 4.x wrote `torch_dtype`: update whichever is there.
         let mut any = false;
