@@ -186,10 +186,26 @@ fn parse_entry(entry: &serde_json::Value) -> std::result::Result<TensorInfo, Str
     })
 }
 
+/// The bytes behind a safetensors file: a read-only map of the file, or a buffer in memory.
+enum Backing {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(m) => m,
+            Self::Owned(v) => v,
+        }
+    }
+}
+
 /// One memory-mapped safetensors file with its validated header.
 pub struct SafetensorsFile {
     path: PathBuf,
-    mmap: Mmap,
+    mmap: Backing,
     header: Header,
 }
 
@@ -203,7 +219,17 @@ impl SafetensorsFile {
         let header = parse_header(path, &mmap)?;
         Ok(Self {
             path: path.to_owned(),
-            mmap,
+            mmap: Backing::Mapped(mmap),
+            header,
+        })
+    }
+
+    /// Validates safetensors bytes already in memory; `path` only names errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let header = parse_header(path, &bytes)?;
+        Ok(Self {
+            path: path.to_owned(),
+            mmap: Backing::Owned(bytes),
             header,
         })
     }
@@ -309,6 +335,15 @@ impl TensorStore {
             }
         }
         Ok(store)
+    }
+
+    /// A store over safetensors bytes in memory (tests, fuzzing, data from elsewhere); `path`
+    /// only names errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_files(
+            path.to_owned(),
+            vec![SafetensorsFile::from_bytes(path, bytes)?],
+        )
     }
 
     /// Opens one standalone safetensors file.
