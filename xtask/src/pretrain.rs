@@ -1,10 +1,415 @@
-//! `cargo xtask pretrain`.
+//! `cargo xtask pretrain`: MLM pre-training of a fresh or existing (e.g. grown) BERT on the
+//! bundled corpus, optionally in two stages, with exact resume.
+
+use anyhow::{Context, bail};
+use bert2bert_checkpoint::{BertConfig, read_model_dir};
+use bert2bert_train::bert::Params;
+use bert2bert_train::data::{
+    MlmBatcher, MlmConfig, SpecialIds, default_assets_dir, eval_batches, load_corpus,
+    load_tokenizer,
+};
+use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
+use bert2bert_train::trainer::{
+    BatchSource, CarryFiles, METRICS_FILE, MODEL_DIR, TrainBatch, TrainConfig, Trainer, TwoStage,
+};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The file in the output folder that records the arguments of the run (read by `--resume`).
+pub const ARGS_FILE: &str = "pretrain_args.json";
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum DeviceKind {
+    /// The CPU (f32).
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+}
 
 /// Arguments of `cargo xtask pretrain`.
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
+pub struct Args {
+    /// Start from this checkpoint folder (grown or pretrained); without it, a fresh model.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Fresh model: encoder layers.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Fresh model: hidden size.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// Fresh model: attention heads.
+    #[arg(long, default_value_t = 2)]
+    pub heads: usize,
+    /// Fresh model: FFN size.
+    #[arg(long, default_value_t = 512)]
+    pub ffn: usize,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Tokens per sequence ([CLS] and [SEP] included).
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Warmup steps (default: 5% of --steps).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Decay after warmup.
+    #[arg(long, value_enum, default_value_t = DecayArg::Linear)]
+    pub decay: DecayArg,
+    /// AdamW weight decay (not on biases and LayerNorms).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Seed of the data order, masks, dropout, sub-model sampling and a fresh model's weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Two-stage pre-training (spec section 8): stage 1 trains sub-models' top --lb layers.
+    #[arg(long)]
+    pub two_stage: bool,
+    /// Layers trained per stage-1 sub-model (l_b).
+    #[arg(long, default_value_t = 1)]
+    pub lb: usize,
+    /// Steps of stage 1 (default: 1/8 of --steps, the paper's 5 of 40 epochs).
+    #[arg(long)]
+    pub stage1_steps: Option<usize>,
+    /// Held-out evaluation every N steps.
+    #[arg(long, default_value_t = 200)]
+    pub eval_every: usize,
+    /// Held-out sequences (fixed masks, the same for every run of this sequence length).
+    #[arg(long, default_value_t = 256)]
+    pub eval_sequences: usize,
+    /// A metrics line every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// A resumable checkpoint every N steps.
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Output folder: metrics.jsonl, checkpoint/ (resumable), model/ (final, Hugging Face).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its checkpoint, with the settings it was started with.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop (after checkpointing) at this step, to continue later with --resume.
+    #[arg(long)]
+    pub stop_at: Option<usize>,
+    /// Replace an existing --out folder when starting a new run.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// The assets folder (corpus/ and tokenizer/).
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Learning-rate decay (command-line form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum DecayArg {
+    /// Linear to 0.
+    Linear,
+    /// Cosine to 0.
+    Cosine,
+}
+
+impl Args {
+    fn train_config(&self, layers: usize) -> anyhow::Result<TrainConfig> {
+        let warmup = self.warmup.unwrap_or(self.steps / 20);
+        let two_stage = self.two_stage.then(|| TwoStage {
+            lb: self.lb,
+            stage1_steps: self.stage1_steps.unwrap_or(self.steps / 8),
+        });
+        let cfg = TrainConfig {
+            steps: self.steps,
+            schedule: Schedule {
+                peak: self.lr,
+                warmup,
+                total: self.steps,
+                decay: match self.decay {
+                    DecayArg::Linear => Decay::Linear,
+                    DecayArg::Cosine => Decay::Cosine,
+                },
+            },
+            adamw: AdamWConfig {
+                weight_decay: self.weight_decay,
+                ..AdamWConfig::default()
+            },
+            max_grad_norm: (self.clip > 0.0).then_some(self.clip),
+            seed: self.seed,
+            eval_every: self.eval_every,
+            log_every: self.log_every,
+            checkpoint_every: self.checkpoint_every,
+            two_stage,
+        };
+        cfg.validate(layers)?;
+        Ok(cfg)
+    }
+}
+
+/// Opens the requested device.
+pub fn device(kind: DeviceKind) -> anyhow::Result<Device> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::Cpu),
+        DeviceKind::Cuda => Device::new_cuda(0)
+            .context("cannot open CUDA device 0 (build with `--features cuda`, see docs/gpu.md)"),
+    }
+}
+
+/// The training and held-out data for a run.
+pub struct Data {
+    /// Training batches (seeded, resumable).
+    pub batcher: MlmBatcher,
+    /// The fixed held-out batches.
+    pub eval: Vec<TrainBatch>,
+}
+
+/// Tokenizes the bundled corpus with the tokenizer in `tokenizer_dir` and builds the batches.
+pub fn load_data(
+    assets: &Path,
+    tokenizer_dir: &Path,
+    vocab_size: usize,
+    batch_size: usize,
+    seq_len: usize,
+    seed: u64,
+    eval_sequences: usize,
+) -> anyhow::Result<Data> {
+    let tok_path = tokenizer_dir.join("tokenizer.json");
+    let tokenizer = load_tokenizer(&tok_path)?;
+    let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
+    let tok_vocab = tokenizer.get_vocab_size(true);
+    if tok_vocab > vocab_size {
+        bail!(
+            "{}: the tokenizer has {tok_vocab} tokens, the model's vocabulary only {vocab_size}",
+            tok_path.display()
+        );
+    }
+    let corpus = load_corpus(assets, &tokenizer)?;
+    let mk = |batch_size, seed| MlmConfig {
+        special,
+        ..MlmConfig::new(seq_len, batch_size, vocab_size, seed)
+    };
+    let batcher = MlmBatcher::new(corpus.train, mk(batch_size, seed))?;
+    // Fixed evaluation masks (seed 0 whatever --seed is): every run is scored on the same set.
+    let eval = eval_batches(&corpus.valid, &mk(32, 0), eval_sequences)?
+        .into_iter()
+        .map(TrainBatch::from)
+        .collect();
+    Ok(Data { batcher, eval })
+}
+
+fn is_tokenizer_file(p: &Path) -> bool {
+    matches!(
+        p.to_str(),
+        Some("tokenizer.json" | "vocab.txt" | "tokenizer_config.json" | "special_tokens_map.json")
+    )
+}
 
 /// Runs `cargo xtask pretrain`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`pretrain` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let args_path = args.out.join(ARGS_FILE);
+    let (args, resume) = if args.resume {
+        let text = std::fs::read_to_string(&args_path).with_context(|| {
+            format!(
+                "--resume: cannot read {} (was a run started in this folder?)",
+                args_path.display()
+            )
+        })?;
+        let mut stored: Args = serde_json::from_str(&text)
+            .with_context(|| format!("--resume: {} is malformed", args_path.display()))?;
+        // Only where and how far to run may change on resume; the run's settings are stored.
+        stored.device = args.device;
+        stored.stop_at = args.stop_at;
+        stored.quiet = args.quiet;
+        (stored, true)
+    } else {
+        if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+            if !args.overwrite {
+                bail!(
+                    "{} exists and is not empty (use --resume to continue it, or --overwrite)",
+                    args.out.display()
+                );
+            }
+            std::fs::remove_dir_all(&args.out)
+                .with_context(|| format!("removing {}", args.out.display()))?;
+        }
+        (args, false)
+    };
+    let dev = device(args.device)?;
+    let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
+    let default_tok = assets.join("tokenizer");
+
+    // The model, and the folder whose tokenizer (and other) files travel with it.
+    let (params, carry) = if resume {
+        (None, CarryFiles::default())
+    } else if let Some(init) = &args.init {
+        let md =
+            read_model_dir(init).with_context(|| format!("reading --init {}", init.display()))?;
+        let bert = md
+            .model
+            .as_bert()
+            .context("--init: not a BERT checkpoint")?;
+        if bert.config.max_position_embeddings < args.seq_len {
+            bail!(
+                "--seq-len {} exceeds the model's max_position_embeddings {} ({})",
+                args.seq_len,
+                bert.config.max_position_embeddings,
+                init.display()
+            );
+        }
+        let params = Params::with_fresh_head(bert, args.seed, &dev)?;
+        let carry = if md
+            .other_files
+            .iter()
+            .any(|p| p.as_os_str() == "tokenizer.json")
+        {
+            CarryFiles {
+                dir: init.clone(),
+                files: md.other_files.clone(),
+            }
+        } else {
+            tokenizer_files(&default_tok)?
+        };
+        (Some(params), carry)
+    } else {
+        let tokenizer = load_tokenizer(&default_tok.join("tokenizer.json"))?;
+        let vocab = tokenizer.get_vocab_size(true);
+        let mut cfg = BertConfig::new(
+            vocab,
+            args.hidden,
+            args.layers,
+            args.heads,
+            args.ffn,
+            args.seq_len,
+        );
+        cfg.raw.insert("pad_token_id".into(), 0.into());
+        if !args.hidden.is_multiple_of(args.heads) {
+            bail!(
+                "--hidden {} is not divisible by --heads {}",
+                args.hidden,
+                args.heads
+            );
+        }
+        (
+            Some(Params::fresh(&cfg, args.seed, &dev)?),
+            tokenizer_files(&default_tok)?,
+        )
+    };
+
+    let mut trainer = match params {
+        None => Trainer::resume(&args.out, None, dev.clone())
+            .with_context(|| format!("resuming {}", args.out.display()))?,
+        Some(params) => {
+            let cfg = args.train_config(params.config().num_hidden_layers)?;
+            std::fs::create_dir_all(&args.out)?;
+            std::fs::write(&args_path, serde_json::to_string_pretty(&args)? + "\n")
+                .with_context(|| format!("writing {}", args_path.display()))?;
+            Trainer::new(cfg, params, dev.clone(), &args.out, carry)?
+        }
+    };
+    let model_cfg = trainer.params().config().clone();
+    let tok_dir = if trainer.step() > 0 || resume {
+        args.out.join(bert2bert_train::trainer::CHECKPOINT_DIR)
+    } else if let Some(init) = args
+        .init
+        .as_ref()
+        .filter(|i| i.join("tokenizer.json").is_file())
+    {
+        init.clone()
+    } else {
+        default_tok.clone()
+    };
+    let mut data = load_data(
+        &assets,
+        &tok_dir,
+        model_cfg.vocab_size,
+        args.batch_size,
+        args.seq_len,
+        args.seed,
+        args.eval_sequences,
+    )?;
+    data.batcher.skip(trainer.step())?;
+    tracing::info!(
+        sequences = data.batcher.sequences_per_epoch(),
+        steps_per_epoch = data.batcher.steps_per_epoch(),
+        "data ready"
+    );
+
+    let until = args.stop_at.unwrap_or(usize::MAX);
+    let total = trainer.config().steps;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(trainer.step() as u64);
+    let mut last_eval = None;
+    let mut smooth: Option<f64> = None;
+    trainer.run(&mut data.batcher, &data.eval, until, &mut |r| {
+        if r.eval_loss.is_some() {
+            last_eval = r.eval_loss;
+        }
+        let s = smooth.map_or(r.loss, |s| 0.95 * s + 0.05 * r.loss);
+        smooth = Some(s);
+        bar.set_position(r.step as u64);
+        bar.set_message(format!(
+            "stage {} loss {:.3} eval {} {:.0} tok/s",
+            r.stage,
+            s,
+            last_eval.map_or("-".into(), |e| format!("{e:.3}")),
+            r.tokens_per_s
+        ));
+    })?;
+    bar.finish();
+    let out = &args.out;
+    if trainer.step() == total {
+        eprintln!(
+            "done: {} steps; model in {}, metrics in {}",
+            total,
+            out.join(MODEL_DIR).display(),
+            out.join(METRICS_FILE).display()
+        );
+    } else {
+        eprintln!(
+            "stopped at step {} of {}; continue with `cargo xtask pretrain --out {} --resume`",
+            trainer.step(),
+            total,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn tokenizer_files(dir: &Path) -> anyhow::Result<CarryFiles> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = PathBuf::from(e?.file_name());
+        if is_tokenizer_file(&name) {
+            files.push(name);
+        }
+    }
+    files.sort();
+    Ok(CarryFiles {
+        dir: dir.to_owned(),
+        files,
+    })
 }

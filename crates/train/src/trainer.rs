@@ -682,3 +682,23 @@ impl BatchSource for SyntheticBatches {
         })
     }
 }
+
+impl From<crate::data::MlmBatch> for TrainBatch {
+    fn from(b: crate::data::MlmBatch) -> Self {
+        Self {
+            input_ids: b.input_ids,
+            token_type_ids: b.token_type_ids,
+            attention_mask: b.attention_mask,
+            labels: b.labels,
+            masked: b.masked,
+            batch_size: b.batch_size,
+            seq_len: b.seq_len,
+        }
+    }
+}
+
+impl BatchSource for crate::data::MlmBatcher {
+    fn next_batch(&mut self) -> Result<TrainBatch> {
+        Ok(crate::data::MlmBatcher::next_batch(self).into())
+    }
+}
