@@ -542,4 +542,18 @@ fn load_corpus_matches_tokenizing_each_split() {
     assert_eq!(ids, whole.get_ids());
     let c = corpus();
     assert!(c.valid.starts_with(&ids));
+
+    // Truncation or padding in a tokenizer.json does not cut or pad the corpus stream.
+    let mut short = tokenizer().clone();
+    short
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: 8,
+            ..Default::default()
+        }))
+        .unwrap();
+    short.with_padding(Some(tokenizers::PaddingParams::default()));
+    assert_eq!(
+        data::tokenize_documents(&short, &piece, Path::new("valid")).unwrap(),
+        ids
+    );
 }

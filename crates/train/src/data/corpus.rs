@@ -76,17 +76,28 @@ pub fn tokenize_documents(
     docs: &[String],
     path: &Path,
 ) -> Result<Vec<u32>, DataError> {
-    // Lines are independent for a BERT pipeline (the normalizer turns newlines into spaces and
-    // the pre-tokenizer splits on them), so encoding line by line gives the same ids as whole
-    // documents, and lets encode_batch spread the work over threads.
-    let lines: Vec<&str> = docs
-        .iter()
-        .flat_map(|d| d.lines())
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    // One encoding per document, in parallel over documents: fewer, larger encodings cost less
+    // than one per line, and give the same ids, since the BERT normalizer turns newlines into
+    // spaces and the pre-tokenizer splits on them.
+    let inputs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    // A tokenizer.json may carry truncation or padding settings meant for model inputs; a
+    // corpus stream must have neither.
+    let unpadded;
+    let tokenizer = if tokenizer.get_truncation().is_some() || tokenizer.get_padding().is_some() {
+        let mut t = tokenizer.clone();
+        t.with_padding(None);
+        t.with_truncation(None).map_err(|e| DataError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        unpadded = t;
+        &unpadded
+    } else {
+        tokenizer
+    };
     let encodings =
         tokenizer
-            .encode_batch_fast(lines, false)
+            .encode_batch_fast(inputs, false)
             .map_err(|e| DataError::Tokenizer {
                 path: path.to_path_buf(),
                 message: e.to_string(),
