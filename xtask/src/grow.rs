@@ -1,10 +1,238 @@
-//! `cargo xtask grow`.
+//! `cargo xtask grow`: grow a checkpoint folder into a larger one, streaming tensor by tensor,
+//! then verify it against the source with the reference forward pass.
+
+use crate::verify::{VerifyArgs, print_verify};
+use crate::{Usage, workspace_root};
+use anyhow::{Context, Result};
+use bert2bert_checkpoint::folder::{copy_files, write_config_json};
+use bert2bert_checkpoint::safetensors::{
+    SafetensorsWriter, TensorSpec, WEIGHTS_FILE, check_finite,
+};
+use bert2bert_checkpoint::{AtomicDir, Dtype, Model, read_model_dir};
+use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Arguments of `cargo xtask grow`.
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Source model folder (config.json + model.safetensors); default: the bundled model.
+    #[arg(long)]
+    pub source: Option<PathBuf>,
+    /// Output folder, written atomically.
+    #[arg(long, default_value = "out/grown")]
+    pub out: PathBuf,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Target shape from a config.json (its layer, hidden, head and FFN sizes).
+    #[arg(long, conflicts_with_all = ["layers", "hidden", "heads", "intermediate"])]
+    pub target_config: Option<PathBuf>,
+    /// Target layers (default: the source's).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Target hidden size (default: 1.5x the source's, rounded to whole heads).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Target attention heads (default: hidden / the source's head size).
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Target FFN size (default: the source's FFN scaled like the hidden size).
+    #[arg(long)]
+    pub intermediate: Option<usize>,
+    /// Width method: fpi (function-preserving) or aki (knowledge from the layer above).
+    #[arg(long, default_value = "aki")]
+    pub method: Method,
+    /// Index map for new units: balanced or random.
+    #[arg(long, default_value = "balanced")]
+    pub map: MapKind,
+    /// What AKI fills from the layer above: internal (heads, FFN) or all (also hidden).
+    #[arg(long, default_value = "internal")]
+    pub aki_scope: AkiScope,
+    /// Depth rule: stack (the paper's) or interleave.
+    #[arg(long, default_value = "stack")]
+    pub depth: Depth,
+    /// Seed of every index map.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Dtype of the written weights: f32, f16 or bf16 (default: the source's).
+    #[arg(long)]
+    pub dtype: Option<Dtype>,
+    /// Skip the verification forward passes.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Print a machine-readable JSON report on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+/// The bundled source model, grown by default.
+pub fn bundled_model() -> PathBuf {
+    workspace_root().join("assets/bundled-bert")
+}
+
+/// The target shape from the flags, the target config, or the documented default
+/// (1.5x width, same depth, head size fixed).
+pub fn resolve_target(args: &Args, source: &Model) -> Result<Target> {
+    let b = source.as_bert().ok_or_else(|| {
+        Usage::new(format!(
+            "{} models cannot be grown yet",
+            source.family().name()
+        ))
+    })?;
+    let src = Target::of(&b.config);
+    let head_dim = b.config.head_dim();
+    if let Some(path) = &args.target_config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the target config", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: malformed JSON", path.display()))?;
+        let field = |k: &str| -> Result<usize> {
+            v.get(k)
+                .and_then(serde_json::Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{}: field `{k}` missing or not an integer", path.display())
+                })
+        };
+        return Ok(Target {
+            layers: field("num_hidden_layers")?,
+            hidden: field("hidden_size")?,
+            heads: field("num_attention_heads")?,
+            intermediate: field("intermediate_size")?,
+        });
+    }
+    let any = args.layers.is_some()
+        || args.hidden.is_some()
+        || args.heads.is_some()
+        || args.intermediate.is_some();
+    let hidden = match (args.hidden, args.heads) {
+        (Some(h), _) => h,
+        (None, Some(a)) => a * head_dim,
+        // 1.5x, rounded to a whole number of heads so the head size stays fixed.
+        (None, None) if !any => (src.hidden * 3 / 2).div_ceil(head_dim) * head_dim,
+        (None, None) => src.hidden,
+    };
+    let heads = args.heads.unwrap_or(hidden / head_dim.max(1));
+    let intermediate = args.intermediate.unwrap_or_else(|| {
+        (src.intermediate as u128 * hidden as u128 / src.hidden as u128) as usize
+    });
+    Ok(Target {
+        layers: args.layers.unwrap_or(src.layers),
+        hidden,
+        heads,
+        intermediate,
+    })
+}
 
 /// Runs `cargo xtask grow`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`grow` is not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let source_dir = args.source.clone().unwrap_or_else(bundled_model);
+    let t0 = Instant::now();
+    let source = read_model_dir(&source_dir)?;
+    let target = resolve_target(&args, &source.model)?;
+    let opts = GrowOptions {
+        method: args.method,
+        map: args.map,
+        aki_scope: args.aki_scope,
+        depth: args.depth,
+        seed: args.seed,
+    };
+    let plan = GrowPlan::new(&source.model, &target, &opts).map_err(Usage::from_expand)?;
+    let report = plan.report();
+    let dtype = args.dtype.unwrap_or(source.dtype);
+    let out = write_plan(
+        &plan,
+        &source.path,
+        &source.other_files,
+        &args.out,
+        dtype,
+        args.overwrite,
+    )?;
+    let grow_s = t0.elapsed().as_secs_f64();
+    let verified = if args.no_verify {
+        None
+    } else {
+        let grown = read_model_dir(&out)?;
+        Some(verify(&source.model, &grown.model, &args.verify.options())?)
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "source": source_dir,
+            "out": out,
+            "dtype": dtype.name(),
+            "seconds": grow_s,
+            "grow": report,
+            "verify": verified,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("grew {} -> {}", source_dir.display(), out.display());
+        println!("{}", report.summary());
+        println!(
+            "wrote {} parameters as {dtype} in {grow_s:.2} s",
+            report.grown_parameters
+        );
+        if let Some(v) = &verified {
+            print_verify(v, report.expected_exact);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the grown model of `plan` into `out` atomically: the safetensors header is computed
+/// from the shapes up front, then each tensor is grown into one reused buffer and written to its
+/// slot, so memory stays near the source plus the largest tensor.
+pub fn write_plan(
+    plan: &GrowPlan<'_>,
+    source_dir: &Path,
+    other_files: &[PathBuf],
+    out: &Path,
+    dtype: Dtype,
+    overwrite: bool,
+) -> Result<PathBuf> {
+    let dir = AtomicDir::new(out, overwrite)?;
+    let specs: Vec<TensorSpec> = plan
+        .tensors()
+        .into_iter()
+        .map(|(name, shape)| TensorSpec { name, dtype, shape })
+        .collect();
+    let weights = dir.path().join(WEIGHTS_FILE);
+    let meta = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
+    let mut writer = SafetensorsWriter::create(&weights, &specs, &meta)?;
+    let bar = progress(specs.len() as u64);
+    let mut buf = vec![0f32; plan.max_tensor_len()];
+    for (i, spec) in specs.iter().enumerate() {
+        let n: usize = spec.shape.iter().product();
+        let values = &mut buf[..n];
+        plan.tensor_into(i, values);
+        check_finite(&weights, &spec.name, values.iter())?;
+        let view =
+            ndarray::ArrayViewD::from_shape(spec.shape.as_slice(), values).expect("plan shape");
+        writer.write_f32(&spec.name, view)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    writer.finish()?;
+    write_config_json(dir.path(), plan.config_json(), dtype)?;
+    copy_files(source_dir, other_files, dir.path())?;
+    Ok(dir.commit()?)
+}
+
+fn progress(len: u64) -> ProgressBar {
+    // Only worth showing for checkpoints with many tensors; stays hidden when stderr is no terminal.
+    if len < 200 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} growing [{bar:40}] {pos}/{len} tensors {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
 }

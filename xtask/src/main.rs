@@ -7,7 +7,38 @@ mod pretrain;
 mod verify;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// A misuse of the command line found after parsing (exit code 2, like clap's own errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(String);
+
+impl Usage {
+    /// A usage error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    /// Classifies a growth refusal: a target the method cannot reach is a misuse of the
+    /// command line; anything else is bad data.
+    pub fn from_expand(e: bert2bert_expand::ExpandError) -> anyhow::Error {
+        use bert2bert_expand::ExpandError as E;
+        match e {
+            E::ZeroTarget { .. }
+            | E::Shrink { .. }
+            | E::Indivisible { .. }
+            | E::HeadSize { .. } => Self(format!("{e} (check the target flags)")).into(),
+            other => other.into(),
+        }
+    }
+}
+
+/// The workspace root, for the bundled assets.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
 
 /// bert2bert: grow a small pretrained Transformer into a larger one, then pre-train it.
 #[derive(Parser)]
@@ -57,9 +88,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One readable error line (with its causes), exit 1 for bad data; clap exits 2 for misuse.
+            // One readable error line (with its causes): exit 2 for misuse, 1 for bad data.
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(if e.is::<Usage>() { 2 } else { 1 })
         }
     }
 }
