@@ -402,6 +402,11 @@ fn resume_from_state_continues_exactly() {
         assert_eq!(&resumed.next_batch(), expected);
     }
     assert_eq!(resumed.state(), straight.state());
+    let mut seeked = MlmBatcher::new(stream.clone(), cfg).unwrap();
+    seeked.set_step(20);
+    assert_eq!(seeked.next_batch(), all[20]);
+    seeked.set_step(2);
+    assert_eq!(seeked.next_batch(), all[2]);
 
     // A state from another seed, shape or stream is refused.
     let other_seed = MlmConfig { seed: 12, ..cfg };

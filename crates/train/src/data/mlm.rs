@@ -291,6 +291,13 @@ impl MlmBatcher {
         self.step as f64 / self.steps_per_epoch()
     }
 
+    /// Moves to step `step`: the next batch is the one an uninterrupted batcher gives there.
+    ///
+    /// O(1) (the epoch's order is recomputed lazily): resuming a run from its step count.
+    pub fn set_step(&mut self, step: u64) {
+        self.step = step;
+    }
+
     /// The next batch.
     pub fn next_batch(&mut self) -> MlmBatch {
         let batch = self.batch_at(self.step);
