@@ -6,7 +6,9 @@ use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector};
 use crate::maps::{IndexMap, MapRole, layer_order};
 use crate::options::{AkiScope, GrowOptions, Method, Target};
 use crate::report::{GrowReport, LayerReport, MapSummary, ModuleReport};
-use bert2bert_checkpoint::{Bert, BertConfig, BertEmbeddings, BertLayer, LayerNorm, Linear, MlmHead};
+use bert2bert_checkpoint::{
+    Bert, BertConfig, BertEmbeddings, BertLayer, LayerNorm, Linear, MlmHead,
+};
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
 
 /// Weight or bias of a linear map / gamma or beta of a LayerNorm.
@@ -55,7 +57,10 @@ struct Entry {
 /// How to produce one tensor.
 enum Spec<'s> {
     /// A matrix; `linear` ones are written (out, in) in Hugging Face orientation.
-    Matrix { spec: MatrixSpec<'s>, linear: bool },
+    Matrix {
+        spec: MatrixSpec<'s>,
+        linear: bool,
+    },
     Vector(VectorSpec<'s>),
 }
 
@@ -185,9 +190,8 @@ impl<'a> BertPlan<'a> {
         let (d, f) = (self.target.hidden, self.target.intermediate);
         let c = &self.config;
         let mut out = Vec::new();
-        let mut push = |name: String, shape: Vec<usize>, what: What| {
-            out.push(Entry { name, shape, what })
-        };
+        let mut push =
+            |name: String, shape: Vec<usize>, what: What| out.push(Entry { name, shape, what });
         let pw = |prefix: &str| {
             [
                 (format!("{prefix}.weight"), Param::Weight),
@@ -235,13 +239,21 @@ impl<'a> BertPlan<'a> {
         }
         if s.pooler.is_some() {
             for (n, prm) in pw(&format!("{p}pooler.dense")) {
-                let shape = if prm == Param::Weight { vec![d, d] } else { vec![d] };
+                let shape = if prm == Param::Weight {
+                    vec![d, d]
+                } else {
+                    vec![d]
+                };
                 push(n, shape, What::Pooler(prm));
             }
         }
         if let Some(m) = &s.mlm {
             for (n, prm) in pw("cls.predictions.transform.dense") {
-                let shape = if prm == Param::Weight { vec![d, d] } else { vec![d] };
+                let shape = if prm == Param::Weight {
+                    vec![d, d]
+                } else {
+                    vec![d]
+                };
                 push(n, shape, What::MlmTransform(prm));
             }
             for (n, prm) in pw("cls.predictions.transform.LayerNorm") {
@@ -262,7 +274,11 @@ impl<'a> BertPlan<'a> {
         }
         if s.nsp.is_some() {
             for (n, prm) in pw("cls.seq_relationship") {
-                let shape = if prm == Param::Weight { vec![2, d] } else { vec![2] };
+                let shape = if prm == Param::Weight {
+                    vec![2, d]
+                } else {
+                    vec![2]
+                };
                 push(n, shape, What::Nsp(prm));
             }
         }
@@ -388,7 +404,9 @@ impl<'a> BertPlan<'a> {
                     Part::Query => self.linear_spec(|x| &x.query, l, up, g, u, prm),
                     Part::Key => self.linear_spec(|x| &x.key, l, up, g, u, prm),
                     Part::Value => self.linear_spec(|x| &x.value, l, up, g, u, prm),
-                    Part::AttnOut => self.linear_spec(|x| &x.attention_output, l, up_all, u, g, prm),
+                    Part::AttnOut => {
+                        self.linear_spec(|x| &x.attention_output, l, up_all, u, g, prm)
+                    }
                     Part::Intermediate => self.linear_spec(|x| &x.intermediate, l, up, g, f, prm),
                     Part::Output => self.linear_spec(|x| &x.output, l, up_all, f, g, prm),
                     Part::AttnLn => self.ln_spec(
@@ -542,8 +560,19 @@ impl<'a> BertPlan<'a> {
     /// Grows source layer `l` (the first target layer made from it stands for all its copies).
     fn grown_layer(&self, t: usize) -> BertLayer {
         let (d, f) = (self.target.hidden, self.target.intermediate);
-        let lin = |part, n| self.linear(What::Layer(t, part, Param::Weight), What::Layer(t, part, Param::Bias), n);
-        let ln = |part| self.layer_norm(What::Layer(t, part, Param::Weight), What::Layer(t, part, Param::Bias));
+        let lin = |part, n| {
+            self.linear(
+                What::Layer(t, part, Param::Weight),
+                What::Layer(t, part, Param::Bias),
+                n,
+            )
+        };
+        let ln = |part| {
+            self.layer_norm(
+                What::Layer(t, part, Param::Weight),
+                What::Layer(t, part, Param::Bias),
+            )
+        };
         BertLayer {
             query: lin(Part::Query, d),
             key: lin(Part::Key, d),
@@ -585,9 +614,10 @@ impl<'a> BertPlan<'a> {
                 grown[l].clone().expect("grown")
             });
         }
-        let pooler = s.pooler.as_ref().map(|_| {
-            self.linear(What::Pooler(Param::Weight), What::Pooler(Param::Bias), d)
-        });
+        let pooler = s
+            .pooler
+            .as_ref()
+            .map(|_| self.linear(What::Pooler(Param::Weight), What::Pooler(Param::Bias), d));
         let mlm = s.mlm.as_ref().map(|m| MlmHead {
             transform: self.linear(
                 What::MlmTransform(Param::Weight),

@@ -20,9 +20,7 @@ pub enum ExpandError {
         what: &'static str,
     },
     /// The target is smaller than the source in some dimension.
-    #[error(
-        "target {what} {to} is smaller than the source's {from}: growth never shrinks a model"
-    )]
+    #[error("target {what} {to} is smaller than the source's {from}: growth never shrinks a model")]
     Shrink {
         /// Which dimension (layers, hidden size, heads, intermediate size).
         what: &'static str,

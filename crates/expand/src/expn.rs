@@ -91,7 +91,9 @@ pub fn fill_matrix(spec: &MatrixSpec<'_>, orient: Orient, out: &mut [f32]) {
     }
     let lower = Strided::new(spec.lower, None);
     // The layer above must share the layout so one offset table serves both.
-    let upper = spec.upper.map(|u| Strided::new(u, Some((lower.rs, lower.cs))));
+    let upper = spec
+        .upper
+        .map(|u| Strided::new(u, Some((lower.rs, lower.cs))));
     let row_src: Vec<usize> = match spec.rows {
         Some(m) => m.map().to_vec(),
         None => (0..n_in).collect(),

@@ -9,8 +9,8 @@
 //! Orientation: like bert2bert-checkpoint, linear maps are held `(in, out)`, `y = x W + b`.
 #![warn(missing_docs)]
 
-mod bert;
 pub mod bench;
+mod bert;
 pub mod error;
 pub mod expn;
 pub mod forward;

@@ -170,10 +170,7 @@ mod tests {
             .into_iter()
             .map(|l| l + 1)
             .collect();
-        assert_eq!(
-            one_based,
-            [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 3, 4, 5, 6]
-        );
+        assert_eq!(one_based, [1, 2, 3, 4, 5, 6, 1, 2, 3, 4, 5, 6, 3, 4, 5, 6]);
         let inter: Vec<usize> = layer_order(Depth::Interleave, 3, 7)
             .into_iter()
             .map(|l| l + 1)
@@ -187,7 +184,10 @@ mod tests {
         let u = h.expand_heads(4);
         assert_eq!(u.target(), 12);
         let extra = h.map()[2];
-        assert_eq!(&u.map()[8..], &[extra * 4, extra * 4 + 1, extra * 4 + 2, extra * 4 + 3]);
+        assert_eq!(
+            &u.map()[8..],
+            &[extra * 4, extra * 4 + 1, extra * 4 + 2, extra * 4 + 3]
+        );
         assert_eq!(u.counts()[extra * 4], 2);
     }
 }

@@ -162,15 +162,25 @@ impl fmt::Display for GrowReport {
             .layers
             .iter()
             .filter(|l| !l.repeat)
-            .filter_map(|l| l.knowledge_from.map(|u| format!("{}<-{}", l.source_layer + 1, u + 1)))
+            .filter_map(|l| {
+                l.knowledge_from
+                    .map(|u| format!("{}<-{}", l.source_layer + 1, u + 1))
+            })
             .collect();
         if !aki.is_empty() {
             writeln!(f, "AKI new units from the layer above: {}", aki.join(" "))?;
         }
         if self.expected_exact {
-            write!(f, "expected exact: yes (function-preserving up to float rounding)")
+            write!(
+                f,
+                "expected exact: yes (function-preserving up to float rounding)"
+            )
         } else {
-            write!(f, "expected exact: no ({})", self.inexact_reasons.join("; "))
+            write!(
+                f,
+                "expected exact: no ({})",
+                self.inexact_reasons.join("; ")
+            )
         }
     }
 }

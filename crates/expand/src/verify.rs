@@ -6,7 +6,7 @@ use crate::forward::{Batch, forward_bert};
 use crate::options::Target;
 use bert2bert_checkpoint::random::SplitMix64;
 use bert2bert_checkpoint::{Bert, BertConfig, Model};
-use ndarray::{Array2, ArrayView, Dimension, Slice, Axis};
+use ndarray::{Array2, ArrayView, Axis, Dimension, Slice};
 use serde::Serialize;
 use std::fmt;
 
@@ -67,7 +67,11 @@ impl Acc {
         for (&a, &b) in src.iter().zip(grown.iter()) {
             let d = (a - b).abs();
             // NaN must not hide behind max: it counts as an infinite difference.
-            self.abs = if d.is_nan() { f32::INFINITY } else { self.abs.max(d) };
+            self.abs = if d.is_nan() {
+                f32::INFINITY
+            } else {
+                self.abs.max(d)
+            };
             self.scale = self.scale.max(a.abs());
         }
     }
@@ -133,7 +137,11 @@ impl fmt::Display for VerifyReport {
         )?;
         writeln!(f, "{:<16} {:>12} {:>12}", "output", "max abs", "max rel")?;
         for d in self.diffs() {
-            writeln!(f, "{:<16} {:>12.3e} {:>12.3e}", d.name, d.max_abs, d.max_rel)?;
+            writeln!(
+                f,
+                "{:<16} {:>12.3e} {:>12.3e}",
+                d.name, d.max_abs, d.max_rel
+            )?;
         }
         write!(
             f,
@@ -269,7 +277,10 @@ pub fn verify(
         .chain(mlm_logits.iter())
         .chain(nsp_logits.iter())
         .map(|d| d.max_rel)
-        .fold(0.0f32, |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) });
+        .fold(
+            0.0f32,
+            |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) },
+        );
     Ok(VerifyReport {
         source: Target::of(cs),
         grown: Target::of(cg),

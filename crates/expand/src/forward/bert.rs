@@ -163,7 +163,8 @@ fn encoder_layer(
                 }
             }
             softmax_rows(&mut scores);
-            ctx.slice_mut(s![rows.clone(), cols]).assign(&scores.dot(&vh));
+            ctx.slice_mut(s![rows.clone(), cols])
+                .assign(&scores.dot(&vh));
         }
     }
     let mut a = linear(ctx.view(), &l.attention_output);

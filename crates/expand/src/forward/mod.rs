@@ -19,27 +19,29 @@ pub fn linear(x: ArrayView2<'_, f32>, l: &Linear) -> Array2<f32> {
 /// at least as accurate as PyTorch's f32 kernel (which uses Welford in f32 with f32 rounding).
 pub fn layer_norm(x: ArrayView2<'_, f32>, ln: &LayerNorm, eps: f64) -> Array2<f32> {
     let mut y = Array2::<f32>::zeros(x.raw_dim());
-    Zip::from(y.rows_mut()).and(x.rows()).for_each(|mut yr, xr| {
-        let n = xr.len() as f64;
-        let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = xr
-            .iter()
-            .map(|&v| {
-                let d = v as f64 - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / n;
-        let rstd = 1.0 / (var + eps).sqrt();
-        for (((o, &v), &g), &b) in yr
-            .iter_mut()
-            .zip(xr.iter())
-            .zip(ln.weight.iter())
-            .zip(ln.bias.iter())
-        {
-            *o = ((v as f64 - mean) * rstd) as f32 * g + b;
-        }
-    });
+    Zip::from(y.rows_mut())
+        .and(x.rows())
+        .for_each(|mut yr, xr| {
+            let n = xr.len() as f64;
+            let mean = xr.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = xr
+                .iter()
+                .map(|&v| {
+                    let d = v as f64 - mean;
+                    d * d
+                })
+                .sum::<f64>()
+                / n;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for (((o, &v), &g), &b) in yr
+                .iter_mut()
+                .zip(xr.iter())
+                .zip(ln.weight.iter())
+                .zip(ln.bias.iter())
+            {
+                *o = ((v as f64 - mean) * rstd) as f32 * g + b;
+            }
+        });
     y
 }
 

@@ -37,7 +37,14 @@ impl Shape {
 }
 
 pub fn shape() -> impl Strategy<Value = Shape> {
-    (1usize..=3, 1usize..=4, prop::sample::select(vec![2usize, 4, 8]), 1usize..=24, 5usize..=50, 12usize..=16)
+    (
+        1usize..=3,
+        1usize..=4,
+        prop::sample::select(vec![2usize, 4, 8]),
+        1usize..=24,
+        5usize..=50,
+        12usize..=16,
+    )
         .prop_map(|(layers, heads, head_dim, ffn, vocab, max_pos)| Shape {
             layers,
             heads,

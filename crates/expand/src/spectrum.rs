@@ -1,0 +1,1 @@
+//! Symmetry diagnostics (feature `linalg`): singular spectra of grown matrices.
