@@ -2,7 +2,7 @@
 //! Hugging Face tokenizer files into `assets/tokenizer/`.
 //!
 //! ```text
-//! cargo run --release -p bert2bert-train --example train_tokenizer -- [VOCAB_SIZE] [ASSETS_DIR]
+//! cargo run -p bert2bert-train --example train_tokenizer -- [VOCAB_SIZE] [ASSETS_DIR]
 //! ```
 //!
 //! Training is not bit-for-bit reproducible (the trainer breaks ties between equally frequent
