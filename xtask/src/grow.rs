@@ -8,7 +8,7 @@ use bert2bert_checkpoint::folder::{copy_files, write_config_json};
 use bert2bert_checkpoint::safetensors::{
     SafetensorsWriter, TensorSpec, WEIGHTS_FILE, check_finite,
 };
-use bert2bert_checkpoint::{AtomicDir, Dtype, Model, read_model_dir};
+use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Model, read_model_dir};
 use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -195,7 +195,13 @@ pub fn write_plan(
     dtype: Dtype,
     overwrite: bool,
 ) -> Result<PathBuf> {
-    let dir = AtomicDir::new(out, overwrite)?;
+    let dir = AtomicDir::new(out, overwrite).map_err(|e| match e {
+        CheckpointError::OutputExists { path } => anyhow::Error::from(Usage::new(format!(
+            "{}: output folder already exists; pass --overwrite to replace it, or choose another --out",
+            path.display()
+        ))),
+        other => other.into(),
+    })?;
     let specs: Vec<TensorSpec> = plan
         .tensors()
         .into_iter()
