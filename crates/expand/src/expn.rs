@@ -53,7 +53,7 @@ impl MatrixSpec<'_> {
 }
 
 /// A matrix as a slice plus element strides (non-negative), copying only views that are not
-/// contiguous in memory.
+/// contiguous in memory (or that must share another matrix's layout).
 struct Strided<'a> {
     data: std::borrow::Cow<'a, [f32]>,
     rs: usize,
@@ -61,19 +61,25 @@ struct Strided<'a> {
 }
 
 impl<'a> Strided<'a> {
-    fn new(v: ArrayView2<'a, f32>, layout_like: Option<(usize, usize)>) -> Self {
+    /// Borrows `v` when it is contiguous with non-negative strides, else copies it.
+    fn new(v: ArrayView2<'a, f32>) -> Self {
         let strides = v.strides();
-        let natural = strides.iter().all(|&s| s >= 0)
-            && layout_like.is_none_or(|l| l == (strides[0] as usize, strides[1] as usize));
-        if natural && let Some(s) = v.to_slice_memory_order() {
+        if strides.iter().all(|&s| s >= 0)
+            && let Some(s) = v.to_slice_memory_order()
+        {
             return Self {
                 data: std::borrow::Cow::Borrowed(s),
                 rs: strides[0] as usize,
                 cs: strides[1] as usize,
             };
         }
+        Self::standard(v)
+    }
+
+    /// A row-major copy of `v`.
+    fn standard(v: ArrayView2<'a, f32>) -> Self {
+        let ncols = v.ncols();
         let owned: Array2<f32> = v.as_standard_layout().into_owned();
-        let ncols = owned.ncols();
         Self {
             data: std::borrow::Cow::Owned(owned.into_raw_vec_and_offset().0),
             rs: ncols,
@@ -89,11 +95,15 @@ pub fn fill_matrix(spec: &MatrixSpec<'_>, orient: Orient, out: &mut [f32]) {
     if let Some(u) = &spec.upper {
         assert_eq!(u.dim(), spec.lower.dim(), "AKI source shapes");
     }
-    let lower = Strided::new(spec.lower, None);
+    let mut lower = Strided::new(spec.lower);
+    let mut upper = spec.upper.map(Strided::new);
     // The layer above must share the layout so one offset table serves both.
-    let upper = spec
-        .upper
-        .map(|u| Strided::new(u, Some((lower.rs, lower.cs))));
+    if let Some(u) = &upper
+        && (u.rs, u.cs) != (lower.rs, lower.cs)
+    {
+        lower = Strided::standard(spec.lower);
+        upper = spec.upper.map(Strided::standard);
+    }
     let row_src: Vec<usize> = match spec.rows {
         Some(m) => m.map().to_vec(),
         None => (0..n_in).collect(),
@@ -212,10 +222,11 @@ mod tests {
     /// The tiled, orientation-aware kernel against the spec's formula written naively.
     #[test]
     fn both_orientations_match_the_formula() {
+        // Large enough (130 x 600) for the parallel path.
         let w = Array2::from_shape_fn((5, 7), |(r, c)| (r * 10 + c) as f32 + 0.5);
         let up = w.mapv(|x| -x);
         let gi = IndexMap::new(MapKind::Random, 5, 130, 1, MapRole::Hidden);
-        let go = IndexMap::new(MapKind::Balanced, 7, 90, 2, MapRole::Ffn(0));
+        let go = IndexMap::new(MapKind::Balanced, 7, 600, 2, MapRole::Ffn(0));
         let fortran = w.t().as_standard_layout().into_owned().reversed_axes();
         for lower in [w.view(), fortran.view()] {
             let spec = MatrixSpec {
@@ -225,16 +236,16 @@ mod tests {
                 cols: Some(&go),
                 split: 7,
             };
-            let mut typed = vec![0.0; 130 * 90];
-            let mut hf = vec![0.0; 130 * 90];
+            let mut typed = vec![0.0; 130 * 600];
+            let mut hf = vec![0.0; 130 * 600];
             fill_matrix(&spec, Orient::Typed, &mut typed);
             fill_matrix(&spec, Orient::Hf, &mut hf);
             for i in 0..130 {
-                for o in 0..90 {
+                for o in 0..600 {
                     let (r, c) = (gi.map()[i], go.map()[o]);
                     let s = if o >= 7 { up[[r, c]] } else { w[[r, c]] };
                     let want = s / gi.counts()[r] as f32;
-                    assert_eq!(typed[i * 90 + o].to_bits(), want.to_bits());
+                    assert_eq!(typed[i * 600 + o].to_bits(), want.to_bits());
                     assert_eq!(hf[o * 130 + i].to_bits(), want.to_bits());
                 }
             }
