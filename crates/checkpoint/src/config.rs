@@ -344,3 +344,163 @@ impl BertConfig {
         }
     }
 }
+
+/// A GPT-2 config: the fields the math needs, plus the raw object for everything else.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gpt2Config {
+    /// Vocabulary size V.
+    pub vocab_size: usize,
+    /// Rows of the position embedding (context length).
+    pub n_positions: usize,
+    /// Hidden size D.
+    pub n_embd: usize,
+    /// Number of blocks L.
+    pub n_layer: usize,
+    /// Attention heads A (head size D / A).
+    pub n_head: usize,
+    /// FFN inner size; `None` (JSON null) means 4 D.
+    pub n_inner: Option<usize>,
+    /// FFN activation (`gelu_new` by default).
+    pub activation_function: Activation,
+    /// LayerNorm epsilon.
+    pub layer_norm_epsilon: f64,
+    /// Whether the LM head shares the token embedding.
+    pub tie_word_embeddings: bool,
+    /// The whole config.json object; unknown fields are written back unchanged.
+    pub raw: Map<String, Value>,
+}
+
+impl Gpt2Config {
+    /// Parses and validates a raw GPT-2 config; `path` names errors.
+    pub fn from_raw(path: &Path, raw: Map<String, Value>) -> Result<Self> {
+        let f = Fields { path, raw: &raw };
+        if f.bool_or("add_cross_attention", false)? {
+            return Err(CheckpointError::Unsupported {
+                path: path.to_owned(),
+                reason: "GPT-2 with cross-attention (add_cross_attention: true)".into(),
+            });
+        }
+        let n_inner = match raw.get("n_inner") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(f.usize("n_inner")?),
+        };
+        let cfg = Self {
+            vocab_size: f.usize("vocab_size")?,
+            n_positions: f.usize_or("n_positions", 1024)?,
+            n_embd: f.usize("n_embd")?,
+            n_layer: f.usize("n_layer")?,
+            n_head: f.usize("n_head")?,
+            n_inner,
+            activation_function: f.activation("activation_function", "gelu_new")?,
+            layer_norm_epsilon: f.f64_or("layer_norm_epsilon", 1e-5)?,
+            tie_word_embeddings: f.bool_or("tie_word_embeddings", true)?,
+            raw: Map::new(),
+        };
+        if !cfg.n_embd.is_multiple_of(cfg.n_head) {
+            return Err(f.invalid(format!(
+                "n_embd {} is not divisible by n_head {}",
+                cfg.n_embd, cfg.n_head
+            )));
+        }
+        Ok(Self { raw, ..cfg })
+    }
+
+    /// FFN inner size F: `n_inner`, or 4 D when it is null.
+    pub fn inner_dim(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Head size D / A.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// The config as JSON: the raw object with every typed field written over it.
+    pub fn to_json(&self) -> Map<String, Value> {
+        let mut m = self.raw.clone();
+        for (k, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            m.insert(k.into(), Value::from(v));
+        }
+        // Old configs carry `n_ctx`, which transformers reads as the context length too.
+        if m.get("n_ctx").is_some_and(Value::is_u64) {
+            m.insert("n_ctx".into(), Value::from(self.n_positions));
+        }
+        m.insert(
+            "n_inner".into(),
+            self.n_inner.map_or(Value::Null, Value::from),
+        );
+        m.insert(
+            "layer_norm_epsilon".into(),
+            Value::from(self.layer_norm_epsilon),
+        );
+        set_activation(
+            &mut m,
+            "activation_function",
+            self.activation_function,
+            "gelu_new",
+        );
+        set_bool(
+            &mut m,
+            "tie_word_embeddings",
+            self.tie_word_embeddings,
+            true,
+        );
+        m.entry("model_type").or_insert_with(|| Value::from("gpt2"));
+        m
+    }
+
+    /// A config with a new shape (layers, hidden, heads, FFN) and everything else kept. The FFN
+    /// size stays implicit (`n_inner: null`) when it is 4 x hidden and was implicit before.
+    pub fn with_shape(&self, layers: usize, hidden: usize, heads: usize, inner: usize) -> Self {
+        let n_inner = if self.n_inner.is_none() && inner == 4 * hidden {
+            None
+        } else {
+            Some(inner)
+        };
+        Self {
+            n_layer: layers,
+            n_embd: hidden,
+            n_head: heads,
+            n_inner,
+            ..self.clone()
+        }
+    }
+
+    /// A minimal config for tests and fresh models, with Hugging Face defaults elsewhere.
+    pub fn new(vocab: usize, hidden: usize, layers: usize, heads: usize, positions: usize) -> Self {
+        let raw: Map<String, Value> = serde_json::json!({
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "activation_function": "gelu_new",
+            "attn_pdrop": 0.1,
+            "embd_pdrop": 0.1,
+            "resid_pdrop": 0.1,
+            "initializer_range": 0.02,
+            "layer_norm_epsilon": 1e-5,
+            "n_inner": null,
+            "scale_attn_weights": true,
+            "tie_word_embeddings": true,
+        })
+        .as_object()
+        .cloned()
+        .expect("object");
+        Self {
+            vocab_size: vocab,
+            n_positions: positions,
+            n_embd: hidden,
+            n_layer: layers,
+            n_head: heads,
+            n_inner: None,
+            activation_function: Activation::GeluTanh,
+            layer_norm_epsilon: 1e-5,
+            tie_word_embeddings: true,
+            raw,
+        }
+    }
+}

@@ -1,9 +1,10 @@
 //! Hugging Face model folders: read one into typed weights, write one atomically.
 
 use crate::bert::Bert;
-use crate::config::{BertConfig, Family, read_raw_config};
+use crate::config::{BertConfig, Family, Gpt2Config, read_raw_config};
 use crate::dtype::Dtype;
 use crate::error::{CheckpointError, Result, io_err};
+use crate::gpt2::Gpt2;
 use crate::model::{Dropped, Model};
 use crate::safetensors::{INDEX_FILE, SafetensorsWriter, TensorSpec, TensorStore, WEIGHTS_FILE};
 use std::collections::BTreeMap;
@@ -60,10 +61,9 @@ pub fn read_model_dir(dir: &Path) -> Result<ModelDir> {
             (Model::Bert(m), dropped)
         }
         Family::Gpt2 => {
-            return Err(CheckpointError::Unsupported {
-                path: cfg_path,
-                reason: "GPT-2 checkpoints are not supported yet".into(),
-            });
+            let config = Gpt2Config::from_raw(&cfg_path, raw)?;
+            let (m, dropped) = Gpt2::load(&store, config)?;
+            (Model::Gpt2(m), dropped)
         }
     };
     let mut other_files = Vec::new();

@@ -78,7 +78,6 @@ impl<'a> Taker<'a> {
     }
 
     /// A GPT-2 `Conv1D` stored (in, out), returned as is.
-    #[allow(dead_code)] // for the GPT-2 loader
     pub fn conv1d(&mut self, prefix: &str, din: usize, dout: usize) -> Result<Linear> {
         Ok(Linear {
             weight: self.mat(&format!("{prefix}.weight"), din, dout)?,

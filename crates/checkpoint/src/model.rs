@@ -4,6 +4,7 @@
 use crate::bert::Bert;
 use crate::config::Family;
 use crate::error::Result;
+use crate::gpt2::Gpt2;
 use ndarray::ArrayViewD;
 use serde_json::{Map, Value};
 
@@ -29,10 +30,15 @@ impl Dropped {
 }
 
 /// Typed weights of any supported family.
+// A handful of Models live at a time and their weights are on the heap anyway; boxing the
+// variants would only change every `Model::Bert(..)` in the workspace.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Model {
     /// A BERT encoder with optional heads.
     Bert(Bert),
+    /// A GPT-2 decoder with its (usually tied) LM head.
+    Gpt2(Gpt2),
 }
 
 impl Model {
@@ -40,6 +46,7 @@ impl Model {
     pub fn family(&self) -> Family {
         match self {
             Self::Bert(_) => Family::Bert,
+            Self::Gpt2(_) => Family::Gpt2,
         }
     }
 
@@ -47,6 +54,7 @@ impl Model {
     pub fn named_tensors(&self) -> Vec<NamedTensor<'_>> {
         match self {
             Self::Bert(m) => m.named_tensors(),
+            Self::Gpt2(m) => m.named_tensors(),
         }
     }
 
@@ -54,6 +62,7 @@ impl Model {
     pub fn config_json(&self) -> Map<String, Value> {
         match self {
             Self::Bert(m) => m.config.to_json(),
+            Self::Gpt2(m) => m.config.to_json(),
         }
     }
 
@@ -61,6 +70,7 @@ impl Model {
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::Bert(m) => m.validate(),
+            Self::Gpt2(m) => m.validate(),
         }
     }
 
@@ -73,6 +83,31 @@ impl Model {
     pub fn as_bert(&self) -> Option<&Bert> {
         match self {
             Self::Bert(m) => Some(m),
+            Self::Gpt2(_) => None,
+        }
+    }
+
+    /// The BERT weights, mutable, if this is a BERT.
+    pub fn as_bert_mut(&mut self) -> Option<&mut Bert> {
+        match self {
+            Self::Bert(m) => Some(m),
+            Self::Gpt2(_) => None,
+        }
+    }
+
+    /// The GPT-2 weights, mutable, if this is a GPT-2.
+    pub fn as_gpt2_mut(&mut self) -> Option<&mut Gpt2> {
+        match self {
+            Self::Gpt2(m) => Some(m),
+            Self::Bert(_) => None,
+        }
+    }
+
+    /// The GPT-2 weights, if this is a GPT-2.
+    pub fn as_gpt2(&self) -> Option<&Gpt2> {
+        match self {
+            Self::Gpt2(m) => Some(m),
+            Self::Bert(_) => None,
         }
     }
 }

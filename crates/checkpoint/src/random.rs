@@ -2,7 +2,8 @@
 //! dependency beyond this crate. SplitMix64 + Box-Muller: small, portable, reproducible.
 
 use crate::bert::{Bert, BertEmbeddings, BertLayer, MlmHead};
-use crate::config::BertConfig;
+use crate::config::{BertConfig, Gpt2Config};
+use crate::gpt2::{Gpt2, Gpt2Block};
 use crate::nn::{LayerNorm, Linear};
 use ndarray::{Array1, Array2};
 
@@ -168,6 +169,44 @@ impl Bert {
             mlm,
             nsp,
             prefixed: heads.mlm || heads.nsp,
+        }
+    }
+}
+
+impl Gpt2 {
+    /// A `GPT2LMHeadModel` (tied LM head, `transformer.` names) of shape `config` with weights
+    /// drawn from `init`, seeded.
+    pub fn random(config: &Gpt2Config, init: Init, seed: u64) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let mut d = Draw {
+            rng: &mut rng,
+            init,
+        };
+        let c = config;
+        let (h, f, v) = (c.n_embd, c.inner_dim(), c.vocab_size);
+        let wte = d.mat(v, h);
+        let wpe = d.mat(c.n_positions, h);
+        let blocks = (0..c.n_layer)
+            .map(|_| Gpt2Block {
+                ln_1: d.ln(h),
+                c_attn: d.linear(h, 3 * h),
+                attn_proj: d.linear(h, h),
+                ln_2: d.ln(h),
+                fc: d.linear(h, f),
+                mlp_proj: d.linear(f, h),
+            })
+            .collect();
+        let ln_f = d.ln(h);
+        // An untied config gets its own head, so the model is valid either way.
+        let lm_head = (!c.tie_word_embeddings).then(|| d.mat(h, v));
+        Self {
+            config: config.clone(),
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+            prefixed: true,
         }
     }
 }

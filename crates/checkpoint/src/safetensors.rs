@@ -169,6 +169,15 @@ fn parse_entry(entry: &serde_json::Value) -> std::result::Result<TensorInfo, Str
     if b > e {
         return Err(format!("data offsets [{b}, {e}] run backwards"));
     }
+    // ndarray needs the product of the non-zero dims to fit in isize, even for an empty tensor.
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize);
+    if nonzero.is_none() {
+        return Err(format!("shape {shape:?} overflows the address space"));
+    }
     let bytes = shape
         .iter()
         .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))

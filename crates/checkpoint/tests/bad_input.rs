@@ -729,3 +729,29 @@ fn overwrite_replaces_the_folder_whole() {
         "no temporary or old copy left behind"
     );
 }
+
+#[test]
+fn empty_tensor_with_huge_dims_is_refused_not_a_panic() {
+    // No bytes, so the byte count checks out, but the dims multiply past isize::MAX: ndarray
+    // cannot represent the shape. Found by review of the fuzz target; fixed in the parser.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = valid_bert_dir(tmp.path(), "m");
+    let mut st = RawSt::read(&weights(&dir));
+    let big = 1usize << 62;
+    st.add("bert.embeddings.position_ids", "F32", &[0, big, big], &[]);
+    st.write(&weights(&dir));
+    let store = bert2bert_checkpoint::safetensors::TensorStore::open_dir(&dir)
+        .map(|s| s.read_f32("bert.embeddings.position_ids").map(|_| ()));
+    let err = match store {
+        Ok(Ok(())) => panic!("a shape ndarray cannot hold was accepted"),
+        Ok(Err(e)) | Err(e) => e,
+    };
+    assert!(
+        matches!(&err, CheckpointError::Tensor { tensor, .. } if tensor == "bert.embeddings.position_ids"),
+        "{err:?}"
+    );
+    assert_names(
+        &err.to_string(),
+        &["m/model.safetensors", "position_ids", "overflows"],
+    );
+}

@@ -19,7 +19,7 @@ fn bytes_of(dir: &Path) -> Vec<u8> {
 #[test]
 fn hf_fixture_loads_with_exact_names_and_shapes() {
     let m = read_model_dir(&fixture("hf-bert-tiny")).unwrap();
-    let Model::Bert(b) = &m.model;
+    let b = m.model.as_bert().expect("a BERT");
     assert!(b.prefixed);
     assert_eq!(b.layers.len(), 2);
     assert_eq!(b.config.hidden_size, 64);
@@ -81,7 +81,7 @@ fn config_unknown_fields_survive_and_shape_fields_update() {
     let raw_out: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(raw_in, raw_out);
-    let Model::Bert(b) = &mut m.model;
+    let b = m.model.as_bert_mut().expect("a BERT");
     b.config.num_hidden_layers = 1;
     b.layers.truncate(1);
     let out2 = tmp.path().join("out2");
