@@ -1,10 +1,22 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench`: benchmarks whose figures go into docs/ (each names machine and command).
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Grow BERT-base (12 x 768) to BERT-large shape (24 x 1024) on disk: time and peak RSS next
+    /// to a plain copy of the output bytes.
+    Grow(crate::bench_grow::GrowArgs),
+}
 
 /// Runs `cargo xtask bench`.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`bench` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.what {
+        What::Grow(a) => crate::bench_grow::run(a),
+    }
 }

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask grow | verify | pretrain | experiment | bench`.
 
 mod bench;
+mod bench_grow;
 mod experiment;
 mod grow;
 mod pretrain;

@@ -1,0 +1,180 @@
+//! `cargo xtask bench grow`, end to end: grow a BERT-base-size checkpoint on disk to BERT-large
+//! shape with the real command, next to a plain copy of the output's bytes, in one run.
+
+use anyhow::{Context, Result};
+use bert2bert_checkpoint::random::{Heads, Init};
+use bert2bert_checkpoint::{Bert, BertConfig, Dtype, Model, ModelDir, WriteOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Wall time and peak resident memory of one child process.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Measured {
+    /// Seconds from spawn to exit.
+    pub seconds: f64,
+    /// Peak resident set size in bytes (getrusage ru_maxrss of the child).
+    pub peak_rss: u64,
+}
+
+/// Runs `cmd` as a child and measures it.
+fn measure(cmd: &mut Command) -> Result<Measured> {
+    let t = Instant::now();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI; `ru` is a valid out-pointer for the call's duration.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let seconds = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        r == pid,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
+    anyhow::ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed (status {status})"
+    );
+    drop(child);
+    Ok(Measured {
+        seconds,
+        peak_rss: ru.ru_maxrss as u64 * 1024,
+    })
+}
+
+fn size_of(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| path.display().to_string())?
+        .len())
+}
+
+/// Options of the end-to-end growth benchmark.
+#[derive(clap::Args, Debug)]
+pub struct GrowArgs {
+    /// Working folder for the generated source and the outputs (default: a temporary folder).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// A smaller shape (4 x 256 -> 8 x 512) for a quick check of the benchmark itself.
+    #[arg(long)]
+    pub small: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the end-to-end growth benchmark.
+pub fn run(args: GrowArgs) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let (src_cfg, target) = if args.small {
+        (
+            BertConfig::new(8192, 256, 4, 4, 1024, 512),
+            [8, 512, 8, 2048],
+        )
+    } else {
+        // BERT-base (12 x 768, 12 heads, FFN 3072, vocab 30522) -> BERT-large shape.
+        (
+            BertConfig::new(30522, 768, 12, 12, 3072, 512),
+            [24, 1024, 16, 4096],
+        )
+    };
+    let source = dir.join("source");
+    if !source.join("model.safetensors").exists() {
+        eprintln!(
+            "generating a random {}x{} source in {} ...",
+            src_cfg.num_hidden_layers,
+            src_cfg.hidden_size,
+            source.display()
+        );
+        let model = Model::Bert(Bert::random(&src_cfg, Heads::ALL, Init::FRESH, 1));
+        ModelDir::new(dir.clone(), model, Dtype::F32, vec![]).write(
+            &source,
+            &WriteOptions {
+                dtype: None,
+                overwrite: true,
+            },
+        )?;
+    }
+    let exe = std::env::current_exe()?;
+    let out = dir.join("grown");
+    let copy = dir.join("copy.safetensors");
+    let mut grows = Vec::new();
+    let mut copies = Vec::new();
+    for _ in 0..args.runs.max(1) {
+        let _ = std::fs::remove_dir_all(&out);
+        let t = target.map(|x| x.to_string());
+        grows.push(measure(
+            Command::new(&exe)
+                .args(["grow", "--no-verify", "--method", "fpi", "--source"])
+                .arg(&source)
+                .arg("--out")
+                .arg(&out)
+                .args([
+                    "--layers",
+                    &t[0],
+                    "--hidden",
+                    &t[1],
+                    "--heads",
+                    &t[2],
+                    "--intermediate",
+                    &t[3],
+                ])
+                .stdout(std::process::Stdio::null()),
+        )?);
+        let _ = std::fs::remove_file(&copy);
+        copies.push(measure(
+            Command::new("cp")
+                .arg(out.join("model.safetensors"))
+                .arg(&copy),
+        )?);
+    }
+    let median = |v: &mut Vec<Measured>| {
+        v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        v[v.len() / 2]
+    };
+    let (g, c) = (median(&mut grows), median(&mut copies));
+    let out_bytes = size_of(&out.join("model.safetensors"))?;
+    let src_bytes = size_of(&source.join("model.safetensors"))?;
+    let gb = |b: u64| b as f64 / 1e9;
+    if args.json {
+        let v = serde_json::json!({
+            "source_bytes": src_bytes, "output_bytes": out_bytes, "runs": args.runs,
+            "grow": g, "copy": c,
+            "time_ratio": g.seconds / c.seconds,
+            "rss_over_output": g.peak_rss as f64 / out_bytes as f64,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "source {:.2} GB -> output {:.2} GB (f32), median of {} runs",
+            gb(src_bytes),
+            gb(out_bytes),
+            args.runs
+        );
+        println!("{:<28} {:>9} {:>12}", "", "seconds", "peak RSS");
+        println!(
+            "{:<28} {:>9.2} {:>9.2} GB",
+            "cargo xtask grow (FPI)",
+            g.seconds,
+            gb(g.peak_rss)
+        );
+        println!(
+            "{:<28} {:>9.2} {:>9.2} GB",
+            "cp + fsync of the output",
+            c.seconds,
+            gb(c.peak_rss)
+        );
+        println!(
+            "grow / copy time: {:.2}x (target <= 2x); peak RSS / output size: {:.2}x (target <= 1.5x)",
+            g.seconds / c.seconds,
+            g.peak_rss as f64 / out_bytes as f64
+        );
+    }
+    Ok(())
+}
