@@ -111,21 +111,32 @@ impl LayerNorm {
 
     /// Normalises each row of `x` and applies the affine map.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let inv = (var + self.eps)?.sqrt()?.recip()?;
-        xc.broadcast_mul(&inv)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
+}
+
+/// LayerNorm over the last axis composed from differentiable ops (the non-CPU path, and the
+/// reference the fused CPU kernel is tested against).
+pub fn layer_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (var + eps)?.sqrt()?.recip()?;
+    xc.broadcast_mul(&inv)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
+}
+
+/// Softmax over the last axis (fused kernel on the CPU, composed elsewhere).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    crate::fused::softmax_last_dim(x)
 }
 
 /// Softmax over the last axis, composed from differentiable ops.
 ///
 /// The row maximum is subtracted for stability; it is detached because softmax does not depend
 /// on it, so its gradient is exactly zero anyway.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+pub fn softmax_composed(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
@@ -141,13 +152,12 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 
 /// Mean cross-entropy of `logits (m, V)` against `targets (m)` (u32 class ids).
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logp = log_softmax_last_dim(logits)?;
-    logp.gather(&targets.unsqueeze(1)?, 1)?.neg()?.mean_all()
+    crate::fused::cross_entropy_rows(logits, targets)?.mean_all()
 }
 
 fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
-        Activation::Gelu => x.gelu_erf(),
+        Activation::Gelu => crate::fused::gelu_erf(x),
         Activation::GeluTanh => x.gelu(),
         Activation::Relu => x.relu(),
     }

@@ -5,6 +5,7 @@ pub mod bert;
 pub mod data;
 pub mod error;
 pub mod flops;
+pub mod fused;
 pub mod optim;
 pub mod trainer;
 
