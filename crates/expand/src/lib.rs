@@ -9,6 +9,7 @@
 //! Orientation: like bert2bert-checkpoint, linear maps are held `(in, out)`, `y = x W + b`.
 #![warn(missing_docs)]
 
+pub mod baselines;
 pub mod bench;
 mod bert;
 pub mod error;
