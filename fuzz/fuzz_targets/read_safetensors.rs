@@ -1,9 +1,9 @@
 //! Fuzzes the safetensors reader: header parsing, the in-memory tensor store, f32 conversion and
-//! the BERT loader on top. Any input must give a value or a typed error, never a panic.
+//! the BERT and GPT-2 loaders on top. Any input must give a value or a typed error, never a panic.
 #![no_main]
 
 use bert2bert_checkpoint::safetensors::{TensorStore, parse_header};
-use bert2bert_checkpoint::{Bert, BertConfig};
+use bert2bert_checkpoint::{Bert, BertConfig, Gpt2, Gpt2Config};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let store = match store {
         Ok(s) => s,
         Err(e) => {
-            assert!(e.to_string().starts_with("fuzz"), "error names the file: {e}");
+            assert!(
+                e.to_string().starts_with("fuzz"),
+                "error names the file: {e}"
+            );
             return;
         }
     };
@@ -26,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     let names: Vec<String> = store.names().map(str::to_owned).collect();
     for name in &names {
         let info = store.info(name).unwrap();
-        assert_eq!(store.bytes(name).unwrap().len(), info.numel() * info.dtype.size());
+        assert_eq!(
+            store.bytes(name).unwrap().len(),
+            info.numel() * info.dtype.size()
+        );
         match store.read_f32(name) {
             Ok(t) => {
                 assert_eq!(t.shape(), info.shape.as_slice());
@@ -39,5 +45,8 @@ fuzz_target!(|data: &[u8]| {
     // The loader on top, with the seeds' config (crates/checkpoint/examples/fuzz_seeds.rs).
     if let Ok((bert, _dropped)) = Bert::load(&store, BertConfig::new(12, 4, 1, 2, 8, 6)) {
         bert.validate().expect("a loaded model is valid");
+    }
+    if let Ok((gpt2, _dropped)) = Gpt2::load(&store, Gpt2Config::new(12, 4, 1, 2, 6)) {
+        gpt2.validate().expect("a loaded model is valid");
     }
 });

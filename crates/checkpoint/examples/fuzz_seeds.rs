@@ -1,15 +1,22 @@
 //! Writes the seed corpus for the safetensors fuzzer (fuzz/): small valid files written by this
-//! crate in every weight dtype, plus the Hugging Face fixtures.
+//! crate (BERT in every weight dtype, GPT-2), plus the Hugging Face fixtures.
 //!
 //! `cargo run -p bert2bert-checkpoint --example fuzz_seeds -- fuzz/corpus/read_safetensors`
 
 use bert2bert_checkpoint::random::{Heads, Init};
-use bert2bert_checkpoint::{Bert, BertConfig, Dtype, Model, ModelDir, WriteOptions};
+use bert2bert_checkpoint::{
+    Bert, BertConfig, Dtype, Gpt2, Gpt2Config, Model, ModelDir, WriteOptions,
+};
 use std::path::{Path, PathBuf};
 
 /// The shape the fuzz target loads BERTs with; keep in step with fuzz_targets/read_safetensors.rs.
 fn fuzz_config() -> BertConfig {
     BertConfig::new(12, 4, 1, 2, 8, 6)
+}
+
+/// The shape the fuzz target loads GPT-2s with.
+fn fuzz_gpt2_config() -> Gpt2Config {
+    Gpt2Config::new(12, 4, 1, 2, 6)
 }
 
 fn main() {
@@ -35,6 +42,18 @@ fn main() {
             );
             n += 1;
         }
+    }
+    for dtype in [Dtype::F32, Dtype::BF16] {
+        let model = Model::Gpt2(Gpt2::random(&fuzz_gpt2_config(), Init::TEST, 1));
+        let dir = tmp.join(format!("gpt2-{dtype}"));
+        ModelDir::new(PathBuf::new(), model, dtype, vec![])
+            .write(&dir, &WriteOptions::default())
+            .expect("write a seed model");
+        copy(
+            &dir.join("model.safetensors"),
+            &out.join(format!("gpt2-{dtype}")),
+        );
+        n += 1;
     }
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
     for fixture in ["hf-bert-tiny", "hf-gpt2-tiny"] {
