@@ -4,6 +4,7 @@ mod common;
 
 use bert2bert_checkpoint::random::Heads;
 use bert2bert_checkpoint::{Bert, BertLayer, Linear, Model};
+use bert2bert_expand::expn::reciprocal;
 use bert2bert_expand::maps::{IndexMap, MapRole, layer_order};
 use bert2bert_expand::{
     AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, VerifyOptions, grow, verify,
@@ -197,7 +198,7 @@ proptest! {
                         let got = al.weight[[i, j]];
                         let want = if new && in_scope {
                             let r = gin.map()[i];
-                            up.weight[[r, gout.map()[j]]] / gin.counts()[r] as f32
+                            up.weight[[r, gout.map()[j]]] * reciprocal(gin.counts()[r])
                         } else {
                             fl.weight[[i, j]]
                         };
