@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_grow;
+mod bench_train;
 mod experiment;
 mod grow;
 mod pretrain;
