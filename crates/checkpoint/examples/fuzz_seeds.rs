@@ -55,6 +55,50 @@ fn main() {
         );
         n += 1;
     }
+    // Dropped-on-purpose paths: buffers and heads equal to the embeddings.
+    let bert_all = out.join("bert-all-F32");
+    let word = tensor_bytes(&bert_all, "bert.embeddings.word_embeddings.weight");
+    let ids: Vec<u8> = (0..6i64).flat_map(i64::to_le_bytes).collect();
+    with_extra(
+        &bert_all,
+        &out.join("bert-buffers-tied-decoder"),
+        &[
+            ("bert.embeddings.position_ids", "I64", vec![1, 6], ids),
+            ("cls.predictions.decoder.weight", "F32", vec![12, 4], word),
+        ],
+    );
+    let gpt2 = out.join("gpt2-F32");
+    let wte = tensor_bytes(&gpt2, "transformer.wte.weight");
+    with_extra(
+        &gpt2,
+        &out.join("gpt2-buffers-lm-head"),
+        &[
+            (
+                "transformer.h.0.attn.bias",
+                "U8",
+                vec![1, 1, 6, 6],
+                vec![1; 36],
+            ),
+            (
+                "transformer.h.0.attn.masked_bias",
+                "F32",
+                vec![],
+                (-1e4f32).to_le_bytes().to_vec(),
+            ),
+            ("lm_head.weight", "F32", vec![12, 4], wte),
+        ],
+    );
+    n += 2;
+    // Regression seed: an empty tensor whose dims multiply past isize::MAX (once a panic in
+    // ndarray; see docs/fuzzing.md).
+    let header = format!(
+        r#"{{"x":{{"dtype":"F32","shape":[0,{big},{big}],"data_offsets":[0,0]}}}}"#,
+        big = 1u64 << 62
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(out.join("regression-empty-huge-dims"), bytes).expect("write a seed");
+    n += 1;
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
     for fixture in ["hf-bert-tiny", "hf-gpt2-tiny"] {
         copy(
@@ -69,4 +113,39 @@ fn main() {
 
 fn copy(from: &Path, to: &Path) {
     std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+}
+
+fn split(path: &Path) -> (serde_json::Map<String, serde_json::Value>, Vec<u8>) {
+    let buf = std::fs::read(path).expect("read a seed");
+    let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes")) as usize;
+    let header = serde_json::from_slice(&buf[8..8 + n]).expect("a valid header");
+    (header, buf[8 + n..].to_vec())
+}
+
+fn tensor_bytes(path: &Path, name: &str) -> Vec<u8> {
+    let (header, data) = split(path);
+    let o = &header[name]["data_offsets"];
+    let (b, e) = (
+        o[0].as_u64().unwrap() as usize,
+        o[1].as_u64().unwrap() as usize,
+    );
+    data[b..e].to_vec()
+}
+
+/// Copies safetensors file `from` to `to` with `extra` tensors appended.
+fn with_extra(from: &Path, to: &Path, extra: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
+    let (mut header, mut data) = split(from);
+    for (name, dtype, shape, bytes) in extra {
+        let b = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            (*name).into(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [b, data.len()]}),
+        );
+    }
+    let text = serde_json::to_string(&header).expect("serialisable");
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(to, out).expect("write a seed");
 }
