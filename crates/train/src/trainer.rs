@@ -476,13 +476,13 @@ impl Trainer {
             self.pending.0 += loss;
             self.pending.1 += 1;
             let last = self.step == self.cfg.steps;
-            let eval_now = self.step % self.cfg.eval_every == 0 || last;
+            let eval_now = self.step.is_multiple_of(self.cfg.eval_every) || last;
             let eval_loss = if eval_now {
                 Some(self.eval_loss(eval)?)
             } else {
                 None
             };
-            if eval_now || self.step % self.cfg.log_every == 0 || last {
+            if eval_now || self.step.is_multiple_of(self.cfg.log_every) || last {
                 let m = Metrics {
                     step: self.step,
                     tokens: self.tokens,
@@ -506,7 +506,7 @@ impl Trainer {
                 tokens_per_s: (self.tokens - tokens_before) as f64 / elapsed,
                 stage,
             });
-            if self.step % self.cfg.checkpoint_every == 0 || self.step == until {
+            if self.step.is_multiple_of(self.cfg.checkpoint_every) || self.step == until {
                 self.save_checkpoint()?;
             }
         }
@@ -657,10 +657,10 @@ impl BatchSource for SyntheticBatches {
         let mut input_ids = Vec::with_capacity(n);
         let mut labels = vec![-100i64; n];
         let mut masked = Vec::new();
-        for i in 0..n {
+        for (i, label) in labels.iter_mut().enumerate() {
             let tok = (low + self.rng.below(self.vocab - low)) as u32;
             if self.rng.uniform() < 0.15 {
-                labels[i] = tok as i64;
+                *label = tok as i64;
                 masked.push(i);
                 input_ids.push(4.min(self.vocab as u32 - 1));
             } else {
