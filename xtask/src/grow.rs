@@ -134,6 +134,7 @@ pub fn run(args: Args) -> Result<()> {
     let source_dir = args.source.clone().unwrap_or_else(bundled_model);
     let t0 = Instant::now();
     let source = read_model_dir(&source_dir)?;
+    tracing::info!(seconds = t0.elapsed().as_secs_f64(), "source read");
     let target = resolve_target(&args, &source.model)?;
     let opts = GrowOptions {
         method: args.method,
@@ -212,18 +213,33 @@ pub fn write_plan(
     let mut writer = SafetensorsWriter::create(&weights, &specs, &meta)?;
     let bar = progress(specs.len() as u64);
     let mut buf = vec![0f32; plan.max_tensor_len()];
+    let (mut t_grow, mut t_check, mut t_write) = (0f64, 0f64, 0f64);
     for (i, spec) in specs.iter().enumerate() {
         let n: usize = spec.shape.iter().product();
         let values = &mut buf[..n];
+        let t = Instant::now();
         plan.tensor_into(i, values);
+        t_grow += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         check_finite(&weights, &spec.name, values.iter())?;
+        t_check += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let view =
             ndarray::ArrayViewD::from_shape(spec.shape.as_slice(), values).expect("plan shape");
         writer.write_f32(&spec.name, view)?;
+        t_write += t.elapsed().as_secs_f64();
         bar.inc(1);
     }
+    tracing::info!(
+        grow_s = t_grow,
+        check_s = t_check,
+        write_s = t_write,
+        "tensors written"
+    );
     bar.finish_and_clear();
+    let t = Instant::now();
     writer.finish()?;
+    tracing::info!(seconds = t.elapsed().as_secs_f64(), "fsync");
     write_config_json(dir.path(), plan.config_json(), dtype)?;
     copy_files(source_dir, other_files, dir.path())?;
     Ok(dir.commit()?)
