@@ -310,6 +310,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )
     };
 
+    // The data first: a tokenizer that does not fit the model fails before anything is written.
+    let tok_dir = if resume {
+        args.out.join(bert2bert_train::trainer::CHECKPOINT_DIR)
+    } else if let Some(init) = args
+        .init
+        .as_ref()
+        .filter(|i| i.join("tokenizer.json").is_file())
+    {
+        init.clone()
+    } else {
+        default_tok.clone()
+    };
+    let vocab_size = match &params {
+        Some(p) => p.config().vocab_size,
+        None => {
+            read_model_dir(&tok_dir)
+                .with_context(|| format!("resuming {}", args.out.display()))?
+                .model
+                .as_bert()
+                .context("not a BERT checkpoint")?
+                .config
+                .vocab_size
+        }
+    };
+    let mut data = load_data(
+        &assets,
+        &tok_dir,
+        vocab_size,
+        args.batch_size,
+        args.seq_len,
+        args.seed,
+        args.eval_sequences,
+    )?;
     let mut trainer = match params {
         None => Trainer::resume(&args.out, None, dev.clone())
             .with_context(|| format!("resuming {}", args.out.display()))?,
@@ -321,27 +354,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Trainer::new(cfg, params, dev.clone(), &args.out, carry)?
         }
     };
-    let model_cfg = trainer.params().config().clone();
-    let tok_dir = if trainer.step() > 0 || resume {
-        args.out.join(bert2bert_train::trainer::CHECKPOINT_DIR)
-    } else if let Some(init) = args
-        .init
-        .as_ref()
-        .filter(|i| i.join("tokenizer.json").is_file())
-    {
-        init.clone()
-    } else {
-        default_tok.clone()
-    };
-    let mut data = load_data(
-        &assets,
-        &tok_dir,
-        model_cfg.vocab_size,
-        args.batch_size,
-        args.seq_len,
-        args.seed,
-        args.eval_sequences,
-    )?;
     data.batcher.skip(trainer.step())?;
     tracing::info!(
         sequences = data.batcher.sequences_per_epoch(),

@@ -1,0 +1,151 @@
+//! `cargo xtask pretrain` end to end on the bundled corpus with a tiny model: two-stage training,
+//! a run stopped and resumed equals an uninterrupted one, `--init` continues from a checkpoint.
+
+use std::path::Path;
+use std::process::Command;
+
+fn xtask(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("pretrain")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+const TINY: &[&str] = &[
+    "--layers",
+    "2",
+    "--hidden",
+    "16",
+    "--heads",
+    "2",
+    "--ffn",
+    "32",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "4",
+    "--steps",
+    "6",
+    "--warmup",
+    "2",
+    "--lr",
+    "3e-3",
+    "--eval-every",
+    "3",
+    "--eval-sequences",
+    "8",
+    "--log-every",
+    "1",
+    "--two-stage",
+    "--lb",
+    "1",
+    "--stage1-steps",
+    "2",
+    "--quiet",
+];
+
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn pretrain_two_stage_stop_resume_and_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let split = tmp.path().join("split");
+    let run = |out: &Path, extra: &[&str]| {
+        let o = xtask(&[TINY, &["--out", out.to_str().unwrap()], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    run(&full, &[]);
+    run(&split, &["--stop-at", "4"]);
+    assert!(!split.join("model").exists());
+    assert_eq!(metrics(&split).last().unwrap()["step"], 4);
+    // Starting again over an existing run is refused; --resume continues it.
+    let o = xtask(&[TINY, &["--out", split.to_str().unwrap()]].concat());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let o = xtask(&["--out", split.to_str().unwrap(), "--resume", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let (a, b) = (metrics(&full), metrics(&split));
+    assert_eq!(a.len(), 7, "a line per step plus step 0");
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for k in ["step", "tokens", "flops", "stage", "lr"] {
+            assert_eq!(x[k], y[k], "{k} at step {}", x["step"]);
+        }
+        for k in ["train_loss", "eval_loss"] {
+            match (x[k].as_f64(), y[k].as_f64()) {
+                (Some(p), Some(q)) => assert!((p - q).abs() < 1e-5, "{k}: {p} vs {q}"),
+                (None, None) => {}
+                _ => panic!("{k} at step {}", x["step"]),
+            }
+        }
+    }
+    assert_eq!(
+        a.iter()
+            .map(|m| m["stage"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 1, 1, 2, 2, 2, 2]
+    );
+    // The final model is a Hugging Face folder with the tokenizer, loadable as --init.
+    let model = full.join("model");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+    ] {
+        assert!(model.join(f).is_file(), "{f} missing");
+    }
+    let cont = tmp.path().join("cont");
+    let o = xtask(&[
+        "--init",
+        model.to_str().unwrap(),
+        "--out",
+        cont.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "4",
+        "--eval-sequences",
+        "8",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = metrics(&cont);
+    // Step 0 of the continued run scores the initial weights: the trained model's final loss.
+    let last_eval = a.last().unwrap()["eval_loss"].as_f64().unwrap();
+    let first_eval = c[0]["eval_loss"].as_f64().unwrap();
+    assert!(
+        (last_eval - first_eval).abs() < 1e-5,
+        "{last_eval} vs {first_eval}"
+    );
+}
+
+#[test]
+fn pretrain_refuses_a_model_whose_vocabulary_is_too_small() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hf-bert-tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = xtask(&[
+        "--init",
+        fixture.to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+        "--seq-len",
+        "16",
+        "--quiet",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("vocabulary"), "{err}");
+}
