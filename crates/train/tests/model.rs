@@ -227,3 +227,32 @@ fn dropout_is_real_in_training_and_off_in_eval() -> anyhow::Result<()> {
     assert!((mean - 1.0).abs() < 0.01, "mean {mean}");
     Ok(())
 }
+
+/// In a stage-1 step the frozen bottom is not part of the autograd graph at all: its
+/// parameters and the embeddings get no gradient entry (not merely a zero one), while the
+/// trained layer and the head's own parameters do.
+#[test]
+fn stage1_backward_does_not_reach_the_frozen_part() -> anyhow::Result<()> {
+    let cfg = BertConfig::new(64, 16, 3, 2, 32, 16);
+    let bert = Bert::random(&cfg, Heads::MLM, Init::TEST, 4);
+    let params = Params::from_bert(&bert, &Device::Cpu)?;
+    let model = params.model()?;
+    let batch = SyntheticBatches::new(64, 2, 16, 3)
+        .next_batch()?
+        .to_device(&Device::Cpu)?;
+    // Sub-model of depth 2 training its top layer (layer 1); layer 2 is not run.
+    let grads = model
+        .loss(&batch, Scope::stage1(2, 1), &mut Dropout::train(1))?
+        .backward()?;
+    for (name, var) in params.named_vars() {
+        let trained = name.starts_with("bert.encoder.layer.1.")
+            || (name.starts_with("cls.predictions.") && !name.contains("decoder"));
+        assert_eq!(
+            grads.get(var.as_tensor()).is_some(),
+            trained,
+            "`{name}`: gradient present = {}",
+            !trained
+        );
+    }
+    Ok(())
+}
