@@ -9,6 +9,7 @@
 use crate::maps::IndexMap;
 use ndarray::{Array2, ArrayView1, ArrayView2};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Below this many output elements one thread is faster than rayon's hand-off; also the
 /// number of elements per parallel task.
@@ -51,54 +52,139 @@ impl MatrixSpec<'_> {
     }
 }
 
+/// Scratch buffers for transposed sources, reused across calls: on this project's VMs the
+/// first touch of fresh memory costs about 9 us per 4 KiB page, more than the gather itself.
+static SCRATCH: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// Buffers kept for reuse (lower and upper of two concurrent calls).
+const SCRATCH_KEEP: usize = 4;
+
 /// A source matrix with one axis contiguous: `line(k)` is row `k` (`Typed`) or column `k`
 /// (`Hf`) as a slice, so every output row is a gather from one cache-resident slice.
 struct Lines<'a> {
-    data: std::borrow::Cow<'a, [f32]>,
+    borrowed: Option<&'a [f32]>,
+    owned: Vec<f32>,
     len: usize,
 }
 
 impl<'a> Lines<'a> {
-    /// Borrows `v` when it already has the layout `orient` reads, else makes a copy with it.
+    /// Borrows `v` when it already has the layout `orient` reads, else copies it with that
+    /// layout into a scratch buffer.
     fn new(v: ArrayView2<'a, f32>, orient: Orient) -> Self {
         // Typed reads source rows (so needs the standard layout); Hf reads source columns.
-        let v = match orient {
-            Orient::Typed => v,
-            Orient::Hf => v.reversed_axes(),
+        let (want, other) = match orient {
+            Orient::Typed => (v, v.reversed_axes()),
+            Orient::Hf => (v.reversed_axes(), v),
         };
-        let len = v.ncols();
-        if let Some(s) = v.to_slice() {
+        let len = want.ncols();
+        if let Some(s) = want.to_slice() {
             return Self {
-                data: std::borrow::Cow::Borrowed(s),
+                borrowed: Some(s),
+                owned: Vec::new(),
                 len,
             };
         }
+        // The largest kept buffer: after the first few tensors none needs to grow.
+        let mut owned = SCRATCH
+            .lock()
+            .ok()
+            .and_then(|mut p| {
+                let i = (0..p.len()).max_by_key(|&i| p[i].capacity())?;
+                Some(p.swap_remove(i))
+            })
+            .unwrap_or_default();
+        match other.to_slice() {
+            Some(s) => transpose_into(s, other.nrows(), other.ncols(), &mut owned),
+            None => {
+                owned.clear();
+                owned.extend(want.iter().copied());
+            }
+        }
         Self {
-            data: std::borrow::Cow::Owned(to_row_major(v)),
+            borrowed: None,
+            owned,
             len,
         }
     }
 
     fn line(&self, k: usize) -> &[f32] {
-        &self.data[k * self.len..(k + 1) * self.len]
+        let data = self.borrowed.unwrap_or(&self.owned);
+        &data[k * self.len..(k + 1) * self.len]
     }
 }
 
-/// A row-major copy of `v`, transposing in cache-sized blocks when its rows are not contiguous.
-fn to_row_major(v: ArrayView2<'_, f32>) -> Vec<f32> {
-    const B: usize = 32;
-    let (nr, nc) = v.dim();
-    let mut out = vec![0.0f32; nr * nc];
-    for r0 in (0..nr).step_by(B) {
-        for c0 in (0..nc).step_by(B) {
-            for c in c0..(c0 + B).min(nc) {
-                for r in r0..(r0 + B).min(nr) {
-                    out[r * nc + c] = v[[r, c]];
-                }
-            }
+impl Drop for Lines<'_> {
+    fn drop(&mut self) {
+        if self.owned.capacity() > 0
+            && let Ok(mut pool) = SCRATCH.lock()
+            && pool.len() < SCRATCH_KEEP
+        {
+            pool.push(std::mem::take(&mut self.owned));
         }
     }
+}
+
+/// The transpose of the row-major `rows x cols` matrix `src`, row-major.
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = Vec::new();
+    transpose_into(src, rows, cols, &mut out);
     out
+}
+
+/// [`transpose`] into `out` (resized). Each task owns `S` output rows (source columns) and
+/// moves 8 x 8 tiles through registers, `S x S` source blocks at a time: the matrix sizes of
+/// Transformers are multiples of 4 KiB, so plain strided loops hit the same cache sets.
+fn transpose_into(src: &[f32], rows: usize, cols: usize, out: &mut Vec<f32>) {
+    const B: usize = 8;
+    const S: usize = 64;
+    assert_eq!(src.len(), rows * cols, "matrix size");
+    out.clear();
+    out.resize(rows * cols, 0.0);
+    if out.is_empty() {
+        return;
+    }
+    let block = |(sb, chunk): (usize, &mut [f32])| {
+        let c_start = sb * S;
+        let c_end = c_start + chunk.len() / rows;
+        for rs in (0..rows).step_by(S) {
+            let r_end = (rs + S).min(rows);
+            let mut r0 = rs;
+            while r0 < r_end {
+                let rn = (r_end - r0).min(B);
+                let mut c0 = c_start;
+                while c0 < c_end {
+                    let cn = (c_end - c0).min(B);
+                    if rn == B && cn == B {
+                        let mut t = [[0.0f32; B]; B];
+                        for (i, ti) in t.iter_mut().enumerate() {
+                            let at = (r0 + i) * cols + c0;
+                            ti.copy_from_slice(&src[at..at + B]);
+                        }
+                        for j in 0..B {
+                            let at = (c0 + j - c_start) * rows + r0;
+                            let o = &mut chunk[at..at + B];
+                            for (i, oi) in o.iter_mut().enumerate() {
+                                *oi = t[i][j];
+                            }
+                        }
+                    } else {
+                        for i in 0..rn {
+                            for j in 0..cn {
+                                chunk[(c0 + j - c_start) * rows + r0 + i] =
+                                    src[(r0 + i) * cols + c0 + j];
+                            }
+                        }
+                    }
+                    c0 += cn;
+                }
+                r0 += rn;
+            }
+        }
+    };
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(S * rows).enumerate().for_each(block);
+    } else {
+        out.chunks_mut(S * rows).enumerate().for_each(block);
+    }
 }
 
 /// Fills `out` (row-major, `orient`) with the grown matrix of `spec`.
@@ -232,6 +318,15 @@ mod tests {
     use ndarray::Array2;
 
     /// The tiled, orientation-aware kernel against the spec's formula written naively.
+    #[test]
+    fn transpose_is_a_transpose() {
+        for (r, c) in [(1, 1), (3, 70), (65, 33), (300, 257), (64, 256)] {
+            let a = Array2::from_shape_fn((r, c), |(i, j)| (i * 1000 + j) as f32);
+            let t = transpose(a.as_slice().unwrap(), r, c);
+            assert_eq!(Array2::from_shape_vec((c, r), t).unwrap(), a.t());
+        }
+    }
+
     #[test]
     fn both_orientations_match_the_formula() {
         // Large enough (130 x 600) for the parallel path.
