@@ -4,7 +4,7 @@
 use crate::config::BertConfig;
 use crate::error::{CheckpointError, Result};
 use crate::loader::Taker;
-use crate::model::{Dropped, NamedTensor};
+use crate::model::{Dropped, NamedTensor, check_shapes};
 use crate::nn::{LayerNorm, Linear};
 use crate::safetensors::TensorStore;
 use ndarray::{Array1, Array2};
@@ -366,35 +366,6 @@ impl Bert {
         }
         out
     }
-}
-
-/// Compares the tensors a typed model yields with the shapes its config implies, name by name.
-pub(crate) fn check_shapes(
-    actual: &[NamedTensor<'_>],
-    expected: &[(String, Vec<usize>)],
-) -> Result<()> {
-    if actual.len() != expected.len() {
-        return Err(CheckpointError::InvalidModel(format!(
-            "{} tensors, config implies {}",
-            actual.len(),
-            expected.len()
-        )));
-    }
-    for ((name, t), (ename, shape)) in actual.iter().zip(expected) {
-        debug_assert_eq!(name, ename, "named_tensors and expected_shapes disagree");
-        if t.shape() != shape.as_slice() {
-            return Err(CheckpointError::InvalidModel(format!(
-                "tensor `{name}` has shape {:?}, config implies {shape:?}",
-                t.shape()
-            )));
-        }
-        if t.is_empty() {
-            return Err(CheckpointError::InvalidModel(format!(
-                "tensor `{name}` is empty: {shape:?}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn push_linear<'a>(out: &mut Vec<NamedTensor<'a>>, prefix: String, l: &'a Linear) {

@@ -5,11 +5,10 @@
 //! as stored, so that [`Gpt2::named_tensors`] can hand out views, and [`Gpt2Block::split_qkv`] /
 //! [`Gpt2Block::set_qkv`] give growth code the three (D, D) maps and put them back.
 
-use crate::bert::check_shapes;
 use crate::config::Gpt2Config;
 use crate::error::{CheckpointError, Result};
 use crate::loader::Taker;
-use crate::model::{Dropped, NamedTensor};
+use crate::model::{Dropped, NamedTensor, check_shapes};
 use crate::nn::{LayerNorm, Linear};
 use crate::safetensors::TensorStore;
 use ndarray::{Array2, Axis, concatenate, s};

@@ -3,7 +3,7 @@
 
 use crate::bert::Bert;
 use crate::config::Family;
-use crate::error::Result;
+use crate::error::{CheckpointError, Result};
 use crate::gpt2::Gpt2;
 use ndarray::ArrayViewD;
 use serde_json::{Map, Value};
@@ -110,4 +110,33 @@ impl Model {
             Self::Bert(_) => None,
         }
     }
+}
+
+/// Compares the tensors a typed model yields with the shapes its config implies, name by name.
+pub(crate) fn check_shapes(
+    actual: &[NamedTensor<'_>],
+    expected: &[(String, Vec<usize>)],
+) -> Result<()> {
+    if actual.len() != expected.len() {
+        return Err(CheckpointError::InvalidModel(format!(
+            "{} tensors, config implies {}",
+            actual.len(),
+            expected.len()
+        )));
+    }
+    for ((name, t), (ename, shape)) in actual.iter().zip(expected) {
+        debug_assert_eq!(name, ename, "named_tensors and expected_shapes disagree");
+        if t.shape() != shape.as_slice() {
+            return Err(CheckpointError::InvalidModel(format!(
+                "tensor `{name}` has shape {:?}, config implies {shape:?}",
+                t.shape()
+            )));
+        }
+        if t.is_empty() {
+            return Err(CheckpointError::InvalidModel(format!(
+                "tensor `{name}` is empty: {shape:?}"
+            )));
+        }
+    }
+    Ok(())
 }
