@@ -7,7 +7,7 @@
 //! bits.
 
 use crate::maps::IndexMap;
-use ndarray::{Array2, ArrayView1, ArrayView2};
+use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -159,6 +159,8 @@ fn transpose_into(src: &[f32], rows: usize, cols: usize, out: &mut Vec<f32>) {
                             let at = (r0 + i) * cols + c0;
                             ti.copy_from_slice(&src[at..at + B]);
                         }
+                        // Column j of the tile is read across its rows: an index is clearest.
+                        #[allow(clippy::needless_range_loop)]
                         for j in 0..B {
                             let at = (c0 + j - c_start) * rows + r0;
                             let o = &mut chunk[at..at + B];
