@@ -483,3 +483,18 @@ fn gpt2_bad_input() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn sharded_gpt2_and_detection_by_architectures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = valid_gpt2_dir(tmp.path(), "m");
+    let single = read_model_dir(&dir).unwrap();
+    shard_folder(&dir);
+    // No model_type: the family comes from `architectures`.
+    edit_config(&dir, |c| {
+        c.remove("model_type");
+    });
+    let sharded = read_model_dir(&dir).unwrap();
+    assert_eq!(sharded.model.family(), Family::Gpt2);
+    assert_eq!(sharded.model.named_tensors(), single.model.named_tensors());
+}
