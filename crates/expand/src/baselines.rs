@@ -95,7 +95,7 @@ pub fn direct_copy(source: &Bert, target: &Target, seed: u64) -> Result<Bert, Ex
         // one follows the word embeddings.
         d.decoder = s.decoder.as_ref().map(|sd| {
             let mut m = Array2::zeros((target.hidden, sd.ncols()));
-            let mut rng = bert2bert_checkpoint::random::SplitMix64::new(seed ^ 0xDEC0_DE);
+            let mut rng = bert2bert_checkpoint::random::SplitMix64::new(seed ^ 0x00DE_C0DE);
             m.mapv_inplace(|_: f32| init.std * rng.normal());
             corner2(&mut m, sd);
             m

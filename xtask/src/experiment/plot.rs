@@ -1,0 +1,209 @@
+//! PNG plots of an experiment with plotters: held-out loss against training FLOPs (the paper's
+//! figure) and against wall-clock time, one line per method and seed, the scratch target drawn.
+//!
+//! Text is drawn with the bundled DejaVu Sans (assets/fonts) through plotters' `ab_glyph`
+//! backend, so no system font library is needed.
+
+use super::summary::{Point, SettingSummary, Summary};
+use anyhow::Context;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
+
+fn register_font() -> anyhow::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            if plotters::style::register_font("sans-serif", style, FONT).is_err() {
+                result = Err(anyhow::anyhow!(
+                    "the bundled font DejaVuSans.ttf is invalid"
+                ));
+            }
+        }
+    });
+    result
+}
+
+/// Line colours, one per method in table order (colour-blind-safe Okabe-Ito palette).
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(0, 0, 0),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 158, 115),
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+];
+
+/// Writes `loss_vs_flops_<setting>.png` and `loss_vs_time_<setting>.png` into `out`.
+pub fn plots(summary: &Summary, out: &Path) -> anyhow::Result<()> {
+    register_font()?;
+    for set in &summary.settings {
+        if set.methods.iter().all(|m| m.runs.is_empty()) {
+            continue;
+        }
+        let p = out.join(format!("loss_vs_flops_{}.png", set.name));
+        draw(set, &p, Axis::Flops).with_context(|| format!("drawing {}", p.display()))?;
+        let p = out.join(format!("loss_vs_time_{}.png", set.name));
+        draw(set, &p, Axis::Time).with_context(|| format!("drawing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Axis {
+    Flops,
+    Time,
+}
+
+fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
+    let curves: Vec<(usize, usize, &str, &[Point])> = set
+        .methods
+        .iter()
+        .map(|m| (m.method as usize, m))
+        .flat_map(|(mi, m)| {
+            m.runs
+                .iter()
+                .enumerate()
+                .map(move |(k, r)| (mi, k, m.label.as_str(), r.curve.as_slice()))
+        })
+        .filter(|c| !c.3.is_empty())
+        .collect();
+    let targets: Vec<f64> = set.methods[0]
+        .runs
+        .iter()
+        .filter(|r| r.complete)
+        .filter_map(|r| r.final_loss)
+        .collect();
+    let target = (!targets.is_empty()).then(|| targets.iter().sum::<f64>() / targets.len() as f64);
+
+    let all = curves.iter().flat_map(|c| c.3.iter());
+    let x_of = |p: &Point| match axis {
+        Axis::Flops => p.flops,
+        Axis::Time => p.wall_s / 60.0,
+    };
+    let x_max = all.clone().map(x_of).fold(0.0, f64::max);
+    let y_min = all.clone().map(|p| p.loss).fold(f64::INFINITY, f64::min);
+    let y_top = all
+        .clone()
+        .map(|p| p.loss)
+        .fold(f64::NEG_INFINITY, f64::max);
+    // The start of a scratch run (ln V) would squash the interesting range: cap the axis a
+    // little above the target and the grown models' starting losses.
+    let starts = curves
+        .iter()
+        .filter(|c| c.0 != 0)
+        .filter_map(|c| c.3.first().map(|p| p.loss))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let reference = target
+        .unwrap_or(y_min)
+        .max(if starts.is_finite() { starts } else { y_min });
+    let y_max = y_top.min(reference + (0.5f64).max(1.5 * (reference - y_min)));
+    let pad = 0.04 * (y_max - y_min).max(1e-3);
+    let (y_lo, y_hi) = (y_min - pad, y_max + pad);
+    let (scale, x_desc) = match axis {
+        Axis::Flops => {
+            let e = if x_max > 0.0 {
+                x_max.log10().floor() as i32
+            } else {
+                0
+            };
+            (
+                10f64.powi(e),
+                format!("training FLOPs (x 1e{e}), stage 1 and shallow phases included"),
+            )
+        }
+        Axis::Time if x_max < 2.0 => (1.0 / 60.0, "wall-clock training time (seconds)".to_owned()),
+        Axis::Time => (1.0, "wall-clock training time (minutes)".to_owned()),
+    };
+    let x_hi = (x_max / scale).max(1e-9) * 1.02;
+    let decimals = if x_hi >= 20.0 {
+        0
+    } else if x_hi >= 2.0 {
+        1
+    } else {
+        2
+    };
+
+    let root = BitMapBackend::new(path, (1100, 725)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = match axis {
+        Axis::Flops => format!("{}: held-out MLM loss against FLOPs", set.title),
+        Axis::Time => format!("{}: held-out MLM loss against time", set.title),
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 26))
+        .margin(15)
+        .x_label_area_size(55)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_hi, y_lo..y_hi)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("held-out MLM loss (nats)")
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 15))
+        .x_label_formatter(&|x| format!("{x:.decimals$}"))
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+
+    if let Some(t) = target {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, t), (x_hi, t)],
+                8,
+                6,
+                ShapeStyle {
+                    color: BLACK.mix(0.8),
+                    filled: false,
+                    stroke_width: 1,
+                },
+            ))?
+            .label(format!("target: scratch's final loss {t:.3}"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.8)));
+    }
+    for &(mi, k, label, curve) in &curves {
+        let colour = COLOURS[mi % COLOURS.len()];
+        let style = if k == 0 {
+            colour.stroke_width(2)
+        } else {
+            colour.mix(0.45).stroke_width(2)
+        };
+        let points: Vec<(f64, f64)> = curve
+            .iter()
+            .map(|p| (x_of(p) / scale, p.loss.min(y_hi)))
+            .collect();
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 2, colour.filled())),
+        )?;
+        let series = chart.draw_series(LineSeries::new(points, style))?;
+        if k == 0 {
+            series.label(label.to_owned()).legend(move |(x, y)| {
+                PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+        }
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 16))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    let seeds = set.methods[0].runs.len();
+    if seeds > 1 {
+        root.draw(&Text::new(
+            format!("faint lines: seeds after the first ({seeds} seeds)"),
+            (12, 702),
+            ("sans-serif", 14).into_font().color(&BLACK.mix(0.7)),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
