@@ -101,7 +101,9 @@ pub struct VerifyReport {
     pub final_hidden: Diff,
     /// MLM logits, when both models have an MLM head.
     pub mlm_logits: Option<Diff>,
-    /// NSP logits, when both models have pooler and NSP head.
+    /// NSP logits, when both models have pooler and NSP head. Their `max_rel` is relative to
+    /// the size of the summed terms, `max sum_i |pooled_i W_ij| + |b_j|`, not to the logits,
+    /// which can cancel to near zero.
     pub nsp_logits: Option<Diff>,
     /// The largest `max_rel` of all the above.
     pub max_rel: f32,
@@ -254,6 +256,12 @@ pub fn verify(
         }
         if let (Some(x), Some(y)) = (&a.nsp_logits, &b.nsp_logits) {
             nsp.add(x.view(), y.view());
+            // Two logits per sequence can cancel to near zero while their terms are O(1): the
+            // scale of an NSP logit is the size of what it sums, max_b,j sum_i |p_bi W_ij| + |b_j|.
+            if let (Some(p), Some(w)) = (&a.pooled, &s.nsp) {
+                let terms = p.mapv(f32::abs).dot(&w.weight.mapv(f32::abs)) + w.bias.mapv(f32::abs);
+                nsp.scale = terms.iter().fold(nsp.scale, |m, &v| m.max(v));
+            }
         }
     }
     let layers: Vec<Diff> = layers
