@@ -60,6 +60,16 @@ pub enum ExpandError {
     /// A tensor name the grown model does not have.
     #[error("no tensor `{0}` in the grown model")]
     UnknownTensor(String),
+    /// An option the model's family cannot honour.
+    #[error("{option} is not available for {family} models: {reason}")]
+    Unsupported {
+        /// The option, as on the command line (`--map exact`).
+        option: &'static str,
+        /// The model's family.
+        family: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// Two models cannot be compared, or the comparison's settings are invalid.
     #[error("cannot verify: {0}")]
     Verify(String),

@@ -15,6 +15,7 @@ mod bert;
 pub mod error;
 pub mod expn;
 pub mod forward;
+mod gpt2;
 pub mod maps;
 pub mod options;
 pub mod report;
@@ -28,7 +29,7 @@ pub use options::{AkiScope, Depth, GrowOptions, MapKind, Method, ParseOptionErro
 pub use report::{GrowReport, LayerReport, MapSummary, ModuleReport};
 pub use verify::{Diff, EXACT_REL_TOL, VerifyOptions, VerifyReport, verify};
 
-use bert2bert_checkpoint::{BertConfig, Model};
+use bert2bert_checkpoint::{BertConfig, Gpt2Config, Model};
 use ndarray::ArrayD;
 
 /// A planned growth: every index map computed, the grown tensors produced on demand.
@@ -38,35 +39,96 @@ use ndarray::ArrayD;
 /// layer is produced again from the same source layer and maps, never held twice.
 #[derive(Debug)]
 pub struct GrowPlan<'a> {
-    inner: bert::BertPlan<'a>,
+    inner: Inner<'a>,
+}
+
+/// The family's plan.
+#[derive(Debug)]
+enum Inner<'a> {
+    Bert(bert::BertPlan<'a>),
+    Gpt2(gpt2::Gpt2Plan<'a>),
+}
+
+/// `$e` with `$p` bound to whichever family's plan `$self` holds.
+macro_rules! each {
+    ($self:ident, $p:ident => $e:expr) => {
+        match &$self.inner {
+            Inner::Bert($p) => $e,
+            Inner::Gpt2($p) => $e,
+        }
+    };
+}
+
+/// Refuses the options that only pre-LN models can honour (spec sections 5 and 7).
+fn check_post_ln(opts: &GrowOptions) -> Result<(), ExpandError> {
+    if opts.map == MapKind::Exact {
+        return Err(ExpandError::Unsupported {
+            option: "--map exact",
+            family: "BERT",
+            reason: "BERT is post-LN: each LayerNorm normalizes the residual sum itself, and no \
+                     linear growth of the stream keeps its mean and variance for generic gamma at \
+                     a non-integer ratio (spec section 5); --map balanced is exact at integer ratios",
+        });
+    }
+    if opts.depth == Depth::Identity {
+        return Err(ExpandError::Unsupported {
+            option: "--depth identity",
+            family: "BERT",
+            reason: "BERT is post-LN: a block with zero output projections still applies its \
+                     LayerNorms to the stream, so it is not an identity (spec section 7); use \
+                     --depth stack or interleave",
+        });
+    }
+    Ok(())
 }
 
 impl<'a> GrowPlan<'a> {
     /// Plans growing `model` to `target`; refuses targets smaller than the source, head size
     /// changes and inconsistent models.
     pub fn new(model: &'a Model, target: &Target, opts: &GrowOptions) -> Result<Self, ExpandError> {
-        let bert = model.as_bert().ok_or(ExpandError::WrongFamily {
-            path: "BERT",
-            found: model.family().name(),
-        })?;
-        Ok(Self {
-            inner: bert::BertPlan::new(bert, target, opts)?,
-        })
+        let inner = match model {
+            Model::Bert(bert) => {
+                check_post_ln(opts)?;
+                Inner::Bert(bert::BertPlan::new(bert, target, opts)?)
+            }
+            Model::Gpt2(m) => Inner::Gpt2(gpt2::Gpt2Plan::new(m, target, opts)?),
+        };
+        Ok(Self { inner })
     }
 
-    /// The grown model's config.
-    pub fn bert_config(&self) -> &BertConfig {
-        self.inner.config()
+    /// The grown model's config, if it is a BERT.
+    pub fn bert_config(&self) -> Option<&BertConfig> {
+        match &self.inner {
+            Inner::Bert(p) => Some(p.config()),
+            Inner::Gpt2(_) => None,
+        }
+    }
+
+    /// The grown model's config, if it is a GPT-2.
+    pub fn gpt2_config(&self) -> Option<&Gpt2Config> {
+        match &self.inner {
+            Inner::Gpt2(p) => Some(p.config()),
+            Inner::Bert(_) => None,
+        }
     }
 
     /// The grown model's `config.json` object.
     pub fn config_json(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.inner.config().to_json()
+        each!(self, p => p.config().to_json())
+    }
+
+    /// Number of hidden units that hold the mean of the source's units (`--map exact`: r in
+    /// D_t = k D_s + r, the last r units); 0 otherwise.
+    pub fn mean_units(&self) -> usize {
+        match &self.inner {
+            Inner::Gpt2(p) => p.mean_units(),
+            Inner::Bert(_) => 0,
+        }
     }
 
     /// Number of output tensors.
     pub fn len(&self) -> usize {
-        self.inner.len()
+        each!(self, p => p.len())
     }
 
     /// Whether there is no output tensor (never, for a valid model).
@@ -76,12 +138,12 @@ impl<'a> GrowPlan<'a> {
 
     /// Hugging Face name of output tensor `i`.
     pub fn name(&self, i: usize) -> &str {
-        self.inner.name(i)
+        each!(self, p => p.name(i))
     }
 
     /// Hugging Face shape of output tensor `i`.
     pub fn shape(&self, i: usize) -> &[usize] {
-        self.inner.shape(i)
+        each!(self, p => p.shape(i))
     }
 
     /// Every output tensor as (name, shape), in write order.
@@ -109,12 +171,12 @@ impl<'a> GrowPlan<'a> {
     /// # Panics
     /// If `out.len()` is not the tensor's number of values.
     pub fn tensor_into(&self, i: usize, out: &mut [f32]) {
-        self.inner.tensor_into(i, out)
+        each!(self, p => p.tensor_into(i, out))
     }
 
     /// Output tensor `i` in a new array.
     pub fn tensor(&self, i: usize) -> ArrayD<f32> {
-        self.inner.tensor(i)
+        each!(self, p => p.tensor(i))
     }
 
     /// Output tensor `name` in a new array.
@@ -130,40 +192,44 @@ impl<'a> GrowPlan<'a> {
         (0..self.len()).map(move |i| (self.name(i), self.tensor(i)))
     }
 
-    /// The hidden map g.
+    /// The hidden map g. With `--map exact` its last [`GrowPlan::mean_units`] units are
+    /// mean-units; their entries name the source unit whose reader rows they carry.
     pub fn hidden_map(&self) -> &IndexMap {
-        self.inner.hidden_map()
+        each!(self, p => p.hidden_map())
     }
 
     /// The head map h_l of source layer `l` (heads).
     pub fn head_map(&self, l: usize) -> &IndexMap {
-        self.inner.head_map(l)
+        each!(self, p => p.head_map(l))
     }
 
     /// The head map of source layer `l` expanded to units (u_l).
     pub fn head_unit_map(&self, l: usize) -> &IndexMap {
-        self.inner.head_unit_map(l)
+        each!(self, p => p.head_unit_map(l))
     }
 
     /// The FFN map f_l of source layer `l`.
     pub fn ffn_map(&self, l: usize) -> &IndexMap {
-        self.inner.ffn_map(l)
+        each!(self, p => p.ffn_map(l))
     }
 
     /// Target layer -> source layer.
     pub fn layer_order(&self) -> &[usize] {
-        self.inner.order()
+        each!(self, p => p.order())
     }
 
     /// What this growth does and whether it is expected to be exact.
     pub fn report(&self) -> GrowReport {
-        self.inner.report()
+        each!(self, p => p.report())
     }
 
     /// The whole grown model in memory (linear weights in the typed (in, out) orientation,
     /// standard layout).
     pub fn build(&self) -> Model {
-        Model::Bert(self.inner.build())
+        match &self.inner {
+            Inner::Bert(p) => Model::Bert(p.build()),
+            Inner::Gpt2(p) => Model::Gpt2(p.build()),
+        }
     }
 }
 

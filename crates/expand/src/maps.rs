@@ -54,7 +54,9 @@ impl IndexMap {
         let mut map: Vec<usize> = (0..source).collect();
         map.reserve(target - source);
         match kind {
-            MapKind::Balanced => {
+            // Exact growth uses balanced rounds: the first k D_s units are k whole rounds
+            // (every unit k times); the family's plan turns the partial round into mean-units.
+            MapKind::Balanced | MapKind::Exact => {
                 // Without replacement, cycling: a fresh shuffled round of all source units each
                 // time the previous round is used up.
                 let mut round: Vec<usize> = Vec::new();
@@ -72,6 +74,15 @@ impl IndexMap {
                 }
             }
         }
+        Self::from_map(kind, source, map)
+    }
+
+    /// A map given unit by unit: `map[i]` = the source unit (< `source`) of target unit `i`.
+    ///
+    /// # Panics
+    /// If an entry is not below `source`.
+    pub fn from_parts(kind: MapKind, source: usize, map: Vec<usize>) -> Self {
+        assert!(map.iter().all(|&k| k < source), "map entry out of range");
         Self::from_map(kind, source, map)
     }
 
@@ -154,7 +165,8 @@ pub fn layer_order(rule: Depth, source: usize, target: usize) -> Vec<usize> {
             .flat_map(|_| 0..source)
             .chain(source - r..source)
             .collect(),
-        Depth::Interleave => (0..source)
+        // Identity places its new blocks like Interleave (the plan zeroes their outputs).
+        Depth::Interleave | Depth::Identity => (0..source)
             .flat_map(|l| std::iter::repeat_n(l, k + usize::from(l >= source - r)))
             .collect(),
     }

@@ -1,6 +1,6 @@
 //! What to grow into and how: the target shape and the method's options.
 
-use bert2bert_checkpoint::BertConfig;
+use bert2bert_checkpoint::{BertConfig, Gpt2Config, Model};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +26,24 @@ impl Target {
             hidden: config.hidden_size,
             heads: config.num_attention_heads,
             intermediate: config.intermediate_size,
+        }
+    }
+
+    /// The shape of a GPT-2 config (`n_inner: null` is 4 x `n_embd`).
+    pub fn of_gpt2(config: &Gpt2Config) -> Self {
+        Self {
+            layers: config.n_layer,
+            hidden: config.n_embd,
+            heads: config.n_head,
+            intermediate: config.inner_dim(),
+        }
+    }
+
+    /// The shape of any model.
+    pub fn of_model(model: &Model) -> Self {
+        match model {
+            Model::Bert(m) => Self::of(&m.config),
+            Model::Gpt2(m) => Self::of_gpt2(&m.config),
         }
     }
 }
@@ -60,6 +78,10 @@ pub enum MapKind {
     Balanced,
     /// Uniformly with replacement (the paper's rule).
     Random,
+    /// Pre-LN models only (GPT-2): D_t = k D_s + r as k balanced copies of the hidden units
+    /// plus r mean-units, with LayerNorm and epsilon scaling (spec section 5): exact at any
+    /// width ratio. Heads and FFN grow as with `Balanced`.
+    Exact,
 }
 
 /// Which dimensions AKI fills from the layer above.
@@ -82,6 +104,10 @@ pub enum Depth {
     Stack,
     /// Each layer repeated in place (1, 1, 2, 2, ...), the top layers once more.
     Interleave,
+    /// Pre-LN models only (GPT-2): placed like `Interleave`; each added block is a copy of the
+    /// block below it with the attention and MLP output projections (weights and biases) zero,
+    /// so it is an exact identity.
+    Identity,
 }
 
 /// All growth options. The default is FPI with balanced maps, stacking, seed 0.
@@ -141,6 +167,6 @@ macro_rules! named_enum {
 }
 
 named_enum!(Method, "method", Method::Fpi => "fpi", Method::Aki => "aki");
-named_enum!(MapKind, "map", MapKind::Balanced => "balanced", MapKind::Random => "random");
+named_enum!(MapKind, "map", MapKind::Balanced => "balanced", MapKind::Random => "random", MapKind::Exact => "exact");
 named_enum!(AkiScope, "AKI scope", AkiScope::Internal => "internal", AkiScope::All => "all");
-named_enum!(Depth, "depth rule", Depth::Stack => "stack", Depth::Interleave => "interleave");
+named_enum!(Depth, "depth rule", Depth::Stack => "stack", Depth::Interleave => "interleave", Depth::Identity => "identity");

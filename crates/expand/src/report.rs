@@ -13,7 +13,7 @@ pub struct MapSummary {
     pub kind: MapKind,
     /// Source units.
     pub source: usize,
-    /// Target units.
+    /// Target units (for `exact` maps including the mean-units, which copy no single unit).
     pub target: usize,
     /// Smallest copy count over the source units.
     pub min_copies: u32,
@@ -49,6 +49,15 @@ impl MapSummary {
 impl fmt::Display for MapSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} -> {} ({}", self.source, self.target, self.kind)?;
+        // Exact growth: target units beyond the copies hold the mean of the source units.
+        let copied: usize = self
+            .copy_histogram
+            .iter()
+            .map(|(&c, &n)| c as usize * n)
+            .sum();
+        if self.target > copied {
+            write!(f, ", {} mean-units", self.target - copied)?;
+        }
         if self.uniform() {
             write!(f, ", every unit x{})", self.min_copies)
         } else {

@@ -57,13 +57,17 @@ pub struct Diff {
 
 /// A running max of |a - b| and |a|.
 #[derive(Clone, Copy, Debug, Default)]
-struct Acc {
+pub(crate) struct Acc {
     abs: f32,
     scale: f32,
 }
 
 impl Acc {
-    fn add<D: Dimension>(&mut self, src: ArrayView<'_, f32, D>, grown: ArrayView<'_, f32, D>) {
+    pub(crate) fn add<D: Dimension>(
+        &mut self,
+        src: ArrayView<'_, f32, D>,
+        grown: ArrayView<'_, f32, D>,
+    ) {
         for (&a, &b) in src.iter().zip(grown.iter()) {
             let d = (a - b).abs();
             // NaN must not hide behind max: it counts as an infinite difference.
@@ -76,7 +80,7 @@ impl Acc {
         }
     }
 
-    fn diff(self, name: String) -> Diff {
+    pub(crate) fn diff(self, name: String) -> Diff {
         Diff {
             name,
             max_abs: self.abs,
@@ -105,6 +109,8 @@ pub struct VerifyReport {
     /// the size of the summed terms, `max sum_i |pooled_i W_ij| + |b_j|`, not to the logits,
     /// which can cancel to near zero.
     pub nsp_logits: Option<Diff>,
+    /// LM logits (GPT-2).
+    pub lm_logits: Option<Diff>,
     /// The largest `max_rel` of all the above.
     pub max_rel: f32,
     /// The tolerance `exact` was judged by.
@@ -121,6 +127,7 @@ impl VerifyReport {
             .chain(std::iter::once(&self.final_hidden))
             .chain(self.mlm_logits.iter())
             .chain(self.nsp_logits.iter())
+            .chain(self.lm_logits.iter())
     }
 
     /// A few human-readable lines.
@@ -201,6 +208,24 @@ fn bert_of<'m>(m: &'m Model, which: &str) -> Result<&'m Bert, ExpandError> {
 
 /// Runs `source` and `grown` on the same seeded batches and reports their differences.
 pub fn verify(
+    source: &Model,
+    grown: &Model,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, ExpandError> {
+    match (source, grown) {
+        (Model::Gpt2(s), Model::Gpt2(g)) => crate::gpt2::verify_gpt2(s, g, opts),
+        (Model::Gpt2(_), Model::Bert(_)) | (Model::Bert(_), Model::Gpt2(_)) => {
+            Err(ExpandError::Verify(format!(
+                "the source is {} but the grown model is {}",
+                source.family().name(),
+                grown.family().name()
+            )))
+        }
+        (Model::Bert(_), Model::Bert(_)) => verify_bert(source, grown, opts),
+    }
+}
+
+fn verify_bert(
     source: &Model,
     grown: &Model,
     opts: &VerifyOptions,
@@ -297,6 +322,7 @@ pub fn verify(
         final_hidden,
         mlm_logits,
         nsp_logits,
+        lm_logits: None,
         max_rel,
         tolerance: EXACT_REL_TOL,
         exact: max_rel <= EXACT_REL_TOL,

@@ -2,8 +2,10 @@
 //! against which growth is checked for function preservation.
 
 pub mod bert;
+pub mod gpt2;
 
 pub use bert::{Batch, BertOutputs, forward_bert};
+pub use gpt2::{Gpt2Outputs, forward_gpt2};
 
 use bert2bert_checkpoint::{Activation, LayerNorm, Linear};
 use ndarray::{Array2, ArrayView2, Axis, Zip};

@@ -1,0 +1,893 @@
+//! bert2BERT for GPT-2 (docs/growth-gpt2.md): FPI and AKI with the fused `c_attn` split into
+//! Q, K and V, the tied-`lm_head` fix on `ln_f`, the exact construction for pre-LN models
+//! (k copies + r mean-units, spec section 5) at any width ratio, identity depth growth, and the
+//! GPT-2 verification.
+//!
+//! GPT-2's `Conv1D` weights are stored (in, out) by Hugging Face, so the Hugging Face
+//! orientation is the typed one for every tensor but an untied `lm_head` (stored (V, D)).
+
+use crate::bert::check_target;
+use crate::error::ExpandError;
+use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector, reciprocal};
+use crate::forward::gpt2::{forward_gpt2, random_ids, scales_by_layer_index};
+use crate::maps::{IndexMap, MapRole, layer_order};
+use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
+use crate::report::{GrowReport, LayerReport, MapSummary, ModuleReport};
+use crate::verify::{Acc, EXACT_REL_TOL, VerifyOptions, VerifyReport};
+use bert2bert_checkpoint::random::SplitMix64;
+use bert2bert_checkpoint::{BertConfig, Gpt2, Gpt2Block, Gpt2Config, LayerNorm, Linear};
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, Axis, IxDyn, Slice, s};
+use std::collections::BTreeMap;
+
+/// Weight or bias of a `Conv1D` / gamma or beta of a LayerNorm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Param {
+    Weight,
+    Bias,
+}
+
+/// The tensors of one block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Ln1,
+    Attn,
+    AttnProj,
+    Ln2,
+    Fc,
+    MlpProj,
+}
+
+/// Which grown tensor an entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum What {
+    Wte,
+    Wpe,
+    Block(usize, Part, Param),
+    LnF(Param),
+    LmHead,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    what: What,
+}
+
+/// Every index map, the layer order and the exact-mode constants of one GPT-2 growth.
+#[derive(Debug)]
+pub(crate) struct Gpt2Plan<'a> {
+    src: &'a Gpt2,
+    target: Target,
+    opts: GrowOptions,
+    config: Gpt2Config,
+    /// The hidden map g over all D_t units.
+    hidden: IndexMap,
+    /// Exact mode: k = D_t div D_s, every source unit's number of copies.
+    copies: u32,
+    /// Exact mode: r = D_t - k D_s mean-units at the end of the stream; 0 otherwise.
+    mean_units: usize,
+    /// Out-map of residual writers: D_t -> D_s (+ 1 mean column in exact mode).
+    writer: IndexMap,
+    /// In-map of residual readers: D_t -> D_s (+ r pre-divided rows in exact mode).
+    reader: IndexMap,
+    /// Exact mode: sqrt(k D_s / D_t), the gamma factor on copied units.
+    ln_scale: f64,
+    heads: Vec<IndexMap>,
+    head_units: Vec<IndexMap>,
+    ffn: Vec<IndexMap>,
+    order: Vec<usize>,
+    /// Per target layer: an added identity block (`Depth::Identity` repeats).
+    identity: Vec<bool>,
+    entries: Vec<Entry>,
+}
+
+/// The mean of `v`, accumulated in f64 and rounded once.
+fn mean(v: ArrayView1<'_, f32>) -> f32 {
+    (v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64) as f32
+}
+
+/// `w` with one more column holding each row's mean (exact mode's residual writers).
+fn with_mean_column(w: ArrayView2<'_, f32>) -> Array2<f32> {
+    let (n, d) = w.dim();
+    let mut a = Array2::<f32>::zeros((n, d + 1));
+    a.slice_mut(s![.., ..d]).assign(&w);
+    for (i, row) in w.rows().into_iter().enumerate() {
+        a[[i, d]] = mean(row);
+    }
+    a
+}
+
+/// `v` with its mean appended (exact mode's writer biases).
+fn with_mean(v: ArrayView1<'_, f32>) -> Array1<f32> {
+    let mut a = v.to_vec();
+    a.push(mean(v));
+    Array1::from_vec(a)
+}
+
+/// `v` with a 0 appended (exact mode's LayerNorm parameters: 0 on mean-units).
+fn with_zero(v: ArrayView1<'_, f32>) -> Array1<f32> {
+    let mut a = v.to_vec();
+    a.push(0.0);
+    Array1::from_vec(a)
+}
+
+impl<'a> Gpt2Plan<'a> {
+    pub(crate) fn new(
+        src: &'a Gpt2,
+        target: &Target,
+        opts: &GrowOptions,
+    ) -> Result<Self, ExpandError> {
+        src.validate()?;
+        let c = &src.config;
+        let (ds, dt) = (c.n_embd, target.hidden);
+        // The shape checks are the family-independent ones of the BERT path.
+        let shape = BertConfig::new(1, ds, c.n_layer, c.n_head, c.inner_dim(), 1);
+        check_target(&shape, target)?;
+        let (seed, kind) = (opts.seed, opts.map);
+        let exact = kind == MapKind::Exact;
+        let hidden = IndexMap::new(kind, ds, dt, seed, MapRole::Hidden);
+        let (copies, mean_units, writer, reader, ln_scale) = if exact {
+            let k = dt / ds;
+            let r = dt - k * ds;
+            let copied = &hidden.map()[..k * ds];
+            let writer: Vec<usize> = copied
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(ds, r))
+                .collect();
+            let reader: Vec<usize> = copied.iter().copied().chain(ds..ds + r).collect();
+            (
+                k as u32,
+                r,
+                IndexMap::from_parts(kind, ds + 1, writer),
+                IndexMap::from_parts(kind, ds + r, reader),
+                ((k * ds) as f64 / dt as f64).sqrt(),
+            )
+        } else {
+            (0, 0, hidden.clone(), hidden.clone(), 1.0)
+        };
+        let ls = c.n_layer;
+        let heads: Vec<IndexMap> = (0..ls)
+            .map(|l| IndexMap::new(kind, c.n_head, target.heads, seed, MapRole::Heads(l)))
+            .collect();
+        let head_units = heads.iter().map(|h| h.expand_heads(c.head_dim())).collect();
+        let ffn = (0..ls)
+            .map(|l| {
+                IndexMap::new(
+                    kind,
+                    c.inner_dim(),
+                    target.intermediate,
+                    seed,
+                    MapRole::Ffn(l),
+                )
+            })
+            .collect();
+        let order = layer_order(opts.depth, ls, target.layers);
+        let mut seen = vec![false; ls];
+        let identity = order
+            .iter()
+            .map(|&l| opts.depth == Depth::Identity && std::mem::replace(&mut seen[l], true))
+            .collect();
+        let mut config = c.with_shape(
+            target.layers,
+            target.hidden,
+            target.heads,
+            target.intermediate,
+        );
+        if exact {
+            // The stream's variance shrinks by k D_s / D_t; epsilon shrinks with it.
+            config.layer_norm_epsilon =
+                c.layer_norm_epsilon * (copies as usize * ds) as f64 / dt as f64;
+        }
+        let mut plan = Self {
+            src,
+            target: *target,
+            opts: *opts,
+            config,
+            hidden,
+            copies,
+            mean_units,
+            writer,
+            reader,
+            ln_scale,
+            heads,
+            head_units,
+            ffn,
+            order,
+            identity,
+            entries: Vec::new(),
+        };
+        plan.entries = plan.list_entries();
+        Ok(plan)
+    }
+
+    fn exact(&self) -> bool {
+        self.opts.map == MapKind::Exact
+    }
+
+    /// The grown tensors in the order of `Gpt2::named_tensors`, with Hugging Face shapes.
+    fn list_entries(&self) -> Vec<Entry> {
+        let p = if self.src.prefixed {
+            "transformer."
+        } else {
+            ""
+        };
+        let (d, f) = (self.target.hidden, self.target.intermediate);
+        let c = &self.config;
+        let mut out = Vec::new();
+        let mut push =
+            |name: String, shape: Vec<usize>, what: What| out.push(Entry { name, shape, what });
+        push(format!("{p}wte.weight"), vec![c.vocab_size, d], What::Wte);
+        push(format!("{p}wpe.weight"), vec![c.n_positions, d], What::Wpe);
+        for t in 0..self.target.layers {
+            for (sub, part, i, o) in [
+                ("ln_1", Part::Ln1, 0, d),
+                ("attn.c_attn", Part::Attn, d, 3 * d),
+                ("attn.c_proj", Part::AttnProj, d, d),
+                ("ln_2", Part::Ln2, 0, d),
+                ("mlp.c_fc", Part::Fc, d, f),
+                ("mlp.c_proj", Part::MlpProj, f, d),
+            ] {
+                let w = if i == 0 { vec![o] } else { vec![i, o] };
+                let q = format!("{p}h.{t}.{sub}");
+                push(
+                    format!("{q}.weight"),
+                    w,
+                    What::Block(t, part, Param::Weight),
+                );
+                push(
+                    format!("{q}.bias"),
+                    vec![o],
+                    What::Block(t, part, Param::Bias),
+                );
+            }
+        }
+        push(format!("{p}ln_f.weight"), vec![d], What::LnF(Param::Weight));
+        push(format!("{p}ln_f.bias"), vec![d], What::LnF(Param::Bias));
+        if self.src.lm_head.is_some() {
+            push("lm_head.weight".into(), vec![c.vocab_size, d], What::LmHead);
+        }
+        out
+    }
+
+    /// The source layer whose weights fill the new units of source layer `l`, if AKI applies.
+    fn upper_of(&self, l: usize) -> Option<usize> {
+        (self.opts.method == Method::Aki && l + 1 < self.src.blocks.len()).then_some(l + 1)
+    }
+
+    /// A residual writer (embedding or output projection) `lower` (in, D_s): out-dim by the
+    /// hidden map, mean-units from the mean column in exact mode; in-dim by `rows` (divide).
+    fn fill_writer(
+        &self,
+        lower: ArrayView2<'_, f32>,
+        upper: Option<ArrayView2<'_, f32>>,
+        rows: Option<&IndexMap>,
+        out: &mut [f32],
+    ) {
+        let (lo, up) = if self.exact() {
+            (Some(with_mean_column(lower)), upper.map(with_mean_column))
+        } else {
+            (None, None)
+        };
+        let spec = MatrixSpec {
+            lower: lo.as_ref().map_or(lower, |a| a.view()),
+            upper: up.as_ref().map(|a| a.view()).or(upper),
+            rows,
+            cols: Some(&self.writer),
+            split: self.src.config.n_embd,
+        };
+        fill_matrix(&spec, Orient::Typed, out)
+    }
+
+    /// A residual writer's bias.
+    fn fill_writer_bias(
+        &self,
+        lower: ArrayView1<'_, f32>,
+        upper: Option<ArrayView1<'_, f32>>,
+        out: &mut [f32],
+    ) {
+        let (lo, up) = if self.exact() {
+            (Some(with_mean(lower)), upper.map(with_mean))
+        } else {
+            (None, None)
+        };
+        let spec = VectorSpec {
+            lower: lo.as_ref().map_or(lower, |a| a.view()),
+            upper: up.as_ref().map(|a| a.view()).or(upper),
+            map: Some(&self.writer),
+            split: self.src.config.n_embd,
+            divide: false,
+        };
+        fill_vector(&spec, out)
+    }
+
+    /// `w` (D_s, out) with the r mean-unit rows of exact mode appended, each the row of its
+    /// nominal source unit already divided by k. What a reader takes from a mean-unit is free
+    /// (the LayerNorm before it outputs 0 there); a non-zero row keeps that unit trainable,
+    /// where zeros would be a fixed point of gradient descent (docs/growth-gpt2.md).
+    fn reader_rows(&self, w: ArrayView2<'_, f32>) -> Array2<f32> {
+        let ds = w.nrows();
+        let first = self.copies as usize * ds;
+        let inv = reciprocal(self.copies);
+        let mut a = Array2::<f32>::zeros((ds + self.mean_units, w.ncols()));
+        a.slice_mut(s![..ds, ..]).assign(&w);
+        for j in 0..self.mean_units {
+            let n = self.hidden.map()[first + j];
+            a.row_mut(ds + j).assign(&w.row(n).mapv(|x| x * inv));
+        }
+        a
+    }
+
+    /// A residual reader `lower` (D_s, out): in-dim by the hidden map (divide), out-dim by
+    /// `cols` (copy), new output units from `upper` (AKI).
+    fn fill_reader(
+        &self,
+        lower: ArrayView2<'_, f32>,
+        upper: Option<ArrayView2<'_, f32>>,
+        cols: Option<&IndexMap>,
+        orient: Orient,
+        out: &mut [f32],
+    ) {
+        let (lo, up) = if self.exact() && self.mean_units > 0 {
+            (
+                Some(self.reader_rows(lower)),
+                upper.map(|u| self.reader_rows(u)),
+            )
+        } else {
+            (None, None)
+        };
+        let spec = MatrixSpec {
+            lower: lo.as_ref().map_or(lower, |a| a.view()),
+            upper: up.as_ref().map(|a| a.view()).or(upper),
+            rows: Some(&self.reader),
+            cols,
+            split: cols.map_or(0, IndexMap::source),
+        };
+        fill_matrix(&spec, orient, out)
+    }
+
+    /// A LayerNorm parameter; `tied` applies the tied-`lm_head` fix (divide by the copy counts).
+    fn fill_ln(
+        &self,
+        ln: &LayerNorm,
+        upper: Option<&LayerNorm>,
+        prm: Param,
+        tied: bool,
+        out: &mut [f32],
+    ) {
+        let pick = |n: &LayerNorm| match prm {
+            Param::Weight => n.weight.to_owned(),
+            Param::Bias => n.bias.to_owned(),
+        };
+        let ds = self.src.config.n_embd;
+        if !self.exact() {
+            let (lo, up) = (pick(ln), upper.map(pick));
+            let spec = VectorSpec {
+                lower: lo.view(),
+                upper: up.as_ref().map(|a| a.view()),
+                map: Some(&self.hidden),
+                split: ds,
+                divide: tied,
+            };
+            return fill_vector(&spec, out);
+        }
+        // Exact: copies scaled (gamma by sqrt(k D_s / D_t), both by 1 / k when tied), gamma
+        // and beta 0 on mean-units (the appended 0).
+        let (lo, up) = (
+            with_zero(pick(ln).view()),
+            upper.map(|u| with_zero(pick(u).view())),
+        );
+        let spec = VectorSpec {
+            lower: lo.view(),
+            upper: up.as_ref().map(|a| a.view()),
+            map: Some(&self.writer),
+            split: ds,
+            divide: false,
+        };
+        fill_vector(&spec, out);
+        let factor = match (prm, tied) {
+            // r = 0: the same expression FPI uses, so exact growth at an integer ratio is FPI.
+            (_, true) if self.mean_units == 0 => reciprocal(self.copies),
+            (Param::Bias, true) => reciprocal(self.copies),
+            (Param::Weight, true) => (self.ln_scale / self.copies as f64) as f32,
+            (Param::Weight, false) => self.ln_scale as f32,
+            (Param::Bias, false) => 1.0,
+        };
+        if factor != 1.0 {
+            out.iter_mut().for_each(|v| *v *= factor);
+        }
+    }
+
+    fn fill(&self, what: What, lm_orient: Orient, out: &mut [f32]) {
+        let s = self.src;
+        let ds = s.config.n_embd;
+        let all = self.opts.aki_scope == AkiScope::All;
+        match what {
+            What::Wte => self.fill_writer(s.wte.view(), None, None, out),
+            What::Wpe => self.fill_writer(s.wpe.view(), None, None, out),
+            What::LnF(prm) => self.fill_ln(&s.ln_f, None, prm, s.lm_head.is_none(), out),
+            What::LmHead => {
+                let head = s.lm_head.as_ref().expect("listed only when untied");
+                self.fill_reader(head.view(), None, None, lm_orient, out)
+            }
+            What::Block(t, part, prm) => {
+                let l = self.order[t];
+                let blocks = &s.blocks;
+                let b = &blocks[l];
+                let up = self.upper_of(l).map(|u| &blocks[u]);
+                let up_all = up.filter(|_| all);
+                if self.identity[t] && matches!(part, Part::AttnProj | Part::MlpProj) {
+                    // An added identity block writes nothing to the stream.
+                    out.fill(0.0);
+                    return;
+                }
+                match (part, prm) {
+                    (Part::Ln1, _) => {
+                        self.fill_ln(&b.ln_1, up_all.map(|u| &u.ln_1), prm, false, out)
+                    }
+                    (Part::Ln2, _) => {
+                        self.fill_ln(&b.ln_2, up_all.map(|u| &u.ln_2), prm, false, out)
+                    }
+                    (Part::Attn, Param::Weight) => {
+                        // Split the fused Q | K | V, grow each by the head map, fuse back.
+                        let dt = self.target.hidden;
+                        let u = &self.head_units[l];
+                        let mut part_buf = vec![0.0f32; dt * dt];
+                        for p in 0..3 {
+                            let cols = s![.., p * ds..(p + 1) * ds];
+                            let lower = b.c_attn.weight.slice(cols);
+                            let upper = up.map(|x| x.c_attn.weight.slice(cols));
+                            self.fill_reader(lower, upper, Some(u), Orient::Typed, &mut part_buf);
+                            for (orow, prow) in out.chunks_mut(3 * dt).zip(part_buf.chunks(dt)) {
+                                orow[p * dt..(p + 1) * dt].copy_from_slice(prow);
+                            }
+                        }
+                    }
+                    (Part::Attn, Param::Bias) => {
+                        let dt = self.target.hidden;
+                        for (p, chunk) in out.chunks_mut(dt).enumerate() {
+                            let r = p * ds..(p + 1) * ds;
+                            let spec = VectorSpec {
+                                lower: b.c_attn.bias.slice(s![r.clone()]),
+                                upper: up.map(|x| x.c_attn.bias.slice(s![r.clone()])),
+                                map: Some(&self.head_units[l]),
+                                split: ds,
+                                divide: false,
+                            };
+                            fill_vector(&spec, chunk);
+                        }
+                    }
+                    (Part::AttnProj, Param::Weight) => self.fill_writer(
+                        b.attn_proj.weight.view(),
+                        up_all.map(|u| u.attn_proj.weight.view()),
+                        Some(&self.head_units[l]),
+                        out,
+                    ),
+                    (Part::AttnProj, Param::Bias) => self.fill_writer_bias(
+                        b.attn_proj.bias.view(),
+                        up_all.map(|u| u.attn_proj.bias.view()),
+                        out,
+                    ),
+                    (Part::Fc, Param::Weight) => self.fill_reader(
+                        b.fc.weight.view(),
+                        up.map(|u| u.fc.weight.view()),
+                        Some(&self.ffn[l]),
+                        Orient::Typed,
+                        out,
+                    ),
+                    (Part::Fc, Param::Bias) => fill_vector(
+                        &VectorSpec {
+                            lower: b.fc.bias.view(),
+                            upper: up.map(|u| u.fc.bias.view()),
+                            map: Some(&self.ffn[l]),
+                            split: self.ffn[l].source(),
+                            divide: false,
+                        },
+                        out,
+                    ),
+                    (Part::MlpProj, Param::Weight) => self.fill_writer(
+                        b.mlp_proj.weight.view(),
+                        up_all.map(|u| u.mlp_proj.weight.view()),
+                        Some(&self.ffn[l]),
+                        out,
+                    ),
+                    (Part::MlpProj, Param::Bias) => self.fill_writer_bias(
+                        b.mlp_proj.bias.view(),
+                        up_all.map(|u| u.mlp_proj.bias.view()),
+                        out,
+                    ),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn name(&self, i: usize) -> &str {
+        &self.entries[i].name
+    }
+
+    pub(crate) fn shape(&self, i: usize) -> &[usize] {
+        &self.entries[i].shape
+    }
+
+    pub(crate) fn tensor_into(&self, i: usize, out: &mut [f32]) {
+        let n: usize = self.entries[i].shape.iter().product();
+        assert_eq!(out.len(), n, "output buffer size");
+        self.fill(self.entries[i].what, Orient::Hf, out)
+    }
+
+    pub(crate) fn tensor(&self, i: usize) -> ArrayD<f32> {
+        let shape = self.entries[i].shape.clone();
+        let mut v = vec![0.0f32; shape.iter().product()];
+        self.tensor_into(i, &mut v);
+        ArrayD::from_shape_vec(IxDyn(&shape), v).expect("shape matches size")
+    }
+
+    pub(crate) fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    pub(crate) fn mean_units(&self) -> usize {
+        self.mean_units
+    }
+
+    pub(crate) fn hidden_map(&self) -> &IndexMap {
+        &self.hidden
+    }
+
+    pub(crate) fn head_map(&self, l: usize) -> &IndexMap {
+        &self.heads[l]
+    }
+
+    pub(crate) fn head_unit_map(&self, l: usize) -> &IndexMap {
+        &self.head_units[l]
+    }
+
+    pub(crate) fn ffn_map(&self, l: usize) -> &IndexMap {
+        &self.ffn[l]
+    }
+
+    pub(crate) fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    fn vector(&self, what: What, n: usize) -> Array1<f32> {
+        let mut v = vec![0.0f32; n];
+        self.fill(what, Orient::Typed, &mut v);
+        Array1::from_vec(v)
+    }
+
+    /// A matrix in the typed orientation (Conv1D (in, out) as stored; an untied head (D, V)).
+    fn matrix(&self, what: What, dims: (usize, usize)) -> Array2<f32> {
+        let mut v = vec![0.0f32; dims.0 * dims.1];
+        self.fill(what, Orient::Typed, &mut v);
+        Array2::from_shape_vec(dims, v).expect("shape matches size")
+    }
+
+    fn grown_block(&self, t: usize) -> Gpt2Block {
+        let (d, f) = (self.target.hidden, self.target.intermediate);
+        let w = |p| What::Block(t, p, Param::Weight);
+        let b = |p| What::Block(t, p, Param::Bias);
+        let lin = |p, i, o| Linear {
+            weight: self.matrix(w(p), (i, o)),
+            bias: self.vector(b(p), o),
+        };
+        let ln = |p| LayerNorm {
+            weight: self.vector(w(p), d),
+            bias: self.vector(b(p), d),
+        };
+        Gpt2Block {
+            ln_1: ln(Part::Ln1),
+            c_attn: lin(Part::Attn, d, 3 * d),
+            attn_proj: lin(Part::AttnProj, d, d),
+            ln_2: ln(Part::Ln2),
+            fc: lin(Part::Fc, d, f),
+            mlp_proj: lin(Part::MlpProj, f, d),
+        }
+    }
+
+    /// The whole grown model in memory. Each source block is grown once; its other copies are
+    /// clones (identity blocks with the output projections zeroed).
+    pub(crate) fn build(&self) -> Gpt2 {
+        let s = self.src;
+        let (d, v) = (self.target.hidden, self.config.vocab_size);
+        let mut grown: Vec<Option<Gpt2Block>> = vec![None; s.blocks.len()];
+        let blocks = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(t, &l)| {
+                let mut b = grown[l].get_or_insert_with(|| self.grown_block(t)).clone();
+                if self.identity[t] {
+                    for lin in [&mut b.attn_proj, &mut b.mlp_proj] {
+                        lin.weight.fill(0.0);
+                        lin.bias.fill(0.0);
+                    }
+                }
+                b
+            })
+            .collect();
+        Gpt2 {
+            config: self.config.clone(),
+            wte: self.matrix(What::Wte, (v, d)),
+            wpe: self.matrix(What::Wpe, (self.config.n_positions, d)),
+            blocks,
+            ln_f: LayerNorm {
+                weight: self.vector(What::LnF(Param::Weight), d),
+                bias: self.vector(What::LnF(Param::Bias), d),
+            },
+            lm_head: s
+                .lm_head
+                .as_ref()
+                .map(|_| self.matrix(What::LmHead, (d, v))),
+            prefixed: s.prefixed,
+        }
+    }
+
+    /// The hidden map's summary; in exact mode the copies and the mean-units.
+    fn hidden_summary(&self) -> MapSummary {
+        if !self.exact() {
+            return MapSummary::of(&self.hidden);
+        }
+        let ds = self.src.config.n_embd;
+        MapSummary {
+            kind: MapKind::Exact,
+            source: ds,
+            target: self.target.hidden,
+            min_copies: self.copies,
+            max_copies: self.copies,
+            copy_histogram: BTreeMap::from([(self.copies, ds)]),
+        }
+    }
+
+    pub(crate) fn report(&self) -> GrowReport {
+        let s = self.src;
+        let c = &s.config;
+        let exact = self.exact();
+        let hidden_ok = exact || self.hidden.is_uniform();
+        let all = self.opts.aki_scope == AkiScope::All;
+        let mut reasons = Vec::new();
+        if !hidden_ok {
+            reasons.push(format!(
+                "hidden copy counts differ ({}): every LayerNorm's mean and variance shift (--map exact avoids this)",
+                MapSummary::of(&self.hidden)
+            ));
+        }
+        let mut seen = vec![false; s.blocks.len()];
+        let mut aki_layers = Vec::new();
+        let layers = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(t, &l)| {
+                let repeat = std::mem::replace(&mut seen[l], true);
+                let up = self.upper_of(l);
+                let new_internal = !self.heads[l].is_identity() || !self.ffn[l].is_identity();
+                let new_hidden = !self.hidden.is_identity();
+                let aki_changes = up.is_some() && (new_internal || (all && new_hidden));
+                if aki_changes && !repeat {
+                    aki_layers.push(l + 1);
+                }
+                LayerReport {
+                    layer: t,
+                    source_layer: l,
+                    repeat,
+                    knowledge_from: up,
+                    head_map: MapSummary::of(&self.heads[l]),
+                    ffn_map: MapSummary::of(&self.ffn[l]),
+                    exact: self.identity[t] || (hidden_ok && !aki_changes && !repeat),
+                }
+            })
+            .collect();
+        if !aki_layers.is_empty() {
+            let list: Vec<String> = aki_layers.iter().map(usize::to_string).collect();
+            reasons.push(format!(
+                "AKI fills new units of layer(s) {} from the layer above (by design)",
+                list.join(", ")
+            ));
+        }
+        let added = self.target.layers - c.n_layer;
+        if added > 0 && self.opts.depth != Depth::Identity {
+            reasons.push(format!(
+                "{added} layers added by {}: added layers are not function-preserving (--depth identity is)",
+                self.opts.depth
+            ));
+        }
+        if added > 0 && scales_by_layer_index(s) {
+            reasons.push(
+                "scale_attn_by_inverse_layer_idx: blocks that move to a new index scale their attention differently".into(),
+            );
+        }
+        let tied = s.lm_head.is_none();
+        let (emb, lnf) = if exact {
+            (
+                format!(
+                    "hidden dim: {} copies by g, {} mean-units hold the row mean",
+                    self.copies, self.mean_units
+                ),
+                format!(
+                    "ln_f: gamma x sqrt(k D_s / D_t){}, mean-units 0, epsilon x k D_s / D_t",
+                    if tied {
+                        " / k, beta / k (tied lm_head fix)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        } else {
+            (
+                "hidden dim: copy by g".to_owned(),
+                if tied {
+                    "ln_f: copy by g and divide by C (tied lm_head fix)".to_owned()
+                } else {
+                    "ln_f: copy by g".to_owned()
+                },
+            )
+        };
+        let mut modules = vec![
+            ModuleReport {
+                module: "embeddings (wte, wpe)".into(),
+                maps: emb,
+                exact: hidden_ok,
+            },
+            ModuleReport {
+                module: if tied {
+                    "ln_f and tied lm_head".into()
+                } else {
+                    "ln_f".into()
+                },
+                maps: lnf,
+                exact: hidden_ok,
+            },
+        ];
+        if !tied {
+            modules.push(ModuleReport {
+                module: "untied lm_head".into(),
+                maps: "in: divide by g".into(),
+                exact: true,
+            });
+        }
+        if self.opts.depth == Depth::Identity && added > 0 {
+            modules.push(ModuleReport {
+                module: format!("{added} identity blocks"),
+                maps: "copies of the block below with attn.c_proj and mlp.c_proj zero".into(),
+                exact: true,
+            });
+        }
+        let src_params: usize = s.named_tensors().iter().map(|(_, t)| t.len()).sum();
+        let grown_params: usize = self
+            .entries
+            .iter()
+            .map(|e| e.shape.iter().product::<usize>())
+            .sum();
+        GrowReport {
+            family: "gpt2",
+            source: Target::of_gpt2(c),
+            target: self.target,
+            head_dim: c.head_dim(),
+            options: self.opts,
+            hidden_map: self.hidden_summary(),
+            layer_order: self.order.clone(),
+            layers,
+            modules,
+            source_parameters: src_params,
+            grown_parameters: grown_params,
+            expected_exact: reasons.is_empty(),
+            inexact_reasons: reasons,
+        }
+    }
+}
+
+/// For each source layer output (1..=L_s), the grown layer output it is compared with: the
+/// same index when the depths agree, else the last block of its group in the interleaved
+/// placement that `Depth::Identity` uses.
+fn aligned_layers(ls: usize, lg: usize) -> Vec<usize> {
+    if ls == lg || lg < ls {
+        return (1..=ls.min(lg)).collect();
+    }
+    let order = layer_order(Depth::Interleave, ls, lg);
+    (0..ls)
+        .map(|l| {
+            order
+                .iter()
+                .rposition(|&x| x == l)
+                .expect("every layer placed")
+                + 1
+        })
+        .collect()
+}
+
+/// `verify` for two GPT-2 models.
+pub(crate) fn verify_gpt2(
+    s: &Gpt2,
+    g: &Gpt2,
+    opts: &VerifyOptions,
+) -> Result<VerifyReport, ExpandError> {
+    s.validate()?;
+    g.validate()?;
+    let (cs, cg) = (&s.config, &g.config);
+    if opts.batches == 0 || opts.batch_size == 0 || opts.seq_len == 0 {
+        return Err(ExpandError::Verify(
+            "batches, batch size and sequence length must be positive".into(),
+        ));
+    }
+    if cg.n_embd < cs.n_embd {
+        return Err(ExpandError::Verify(format!(
+            "the grown model's hidden size {} is smaller than the source's {}",
+            cg.n_embd, cs.n_embd
+        )));
+    }
+    if cg.vocab_size != cs.vocab_size {
+        return Err(ExpandError::Verify(format!(
+            "vocabularies differ: source {} tokens, grown {}",
+            cs.vocab_size, cg.vocab_size
+        )));
+    }
+    let max_len = cs.n_positions.min(cg.n_positions);
+    if opts.seq_len > max_len {
+        return Err(ExpandError::Verify(format!(
+            "sequence length {} exceeds n_positions {max_len}",
+            opts.seq_len
+        )));
+    }
+    let aligned = aligned_layers(s.blocks.len(), g.blocks.len());
+    let mut layers = vec![Acc::default(); aligned.len() + 1];
+    let (mut last, mut logits) = (Acc::default(), Acc::default());
+    let units = Slice::from(0..cs.n_embd);
+    let mut rng = SplitMix64::new(opts.seed);
+    for _ in 0..opts.batches {
+        let ids = random_ids(cs.vocab_size, opts.batch_size, opts.seq_len, &mut rng);
+        let a = forward_gpt2(s, &ids)?;
+        let b = forward_gpt2(g, &ids)?;
+        let grown_index = std::iter::once(0).chain(aligned.iter().copied());
+        for (l, (acc, t)) in layers.iter_mut().zip(grown_index).enumerate() {
+            let gb = b.hidden_states[t].slice_axis(Axis(2), units);
+            acc.add(a.hidden_states[l].view(), gb);
+        }
+        let (ha, hb) = (
+            a.hidden_states.last().expect("L + 1 states"),
+            b.hidden_states.last().expect("L + 1 states"),
+        );
+        last.add(ha.view(), hb.slice_axis(Axis(2), units));
+        logits.add(a.logits.view(), b.logits.view());
+    }
+    let layers: Vec<_> = layers
+        .into_iter()
+        .enumerate()
+        .map(|(l, acc)| {
+            acc.diff(match l {
+                0 => "embeddings".into(),
+                l if aligned[l - 1] == l => format!("layer {l}"),
+                l => format!("layer {l}/grown {}", aligned[l - 1]),
+            })
+        })
+        .collect();
+    let final_hidden = last.diff("final hidden".into());
+    let lm_logits = Some(logits.diff("lm logits".into()));
+    let max_rel = layers
+        .iter()
+        .chain(std::iter::once(&final_hidden))
+        .chain(lm_logits.iter())
+        .map(|d| d.max_rel)
+        .fold(
+            0.0f32,
+            |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) },
+        );
+    Ok(VerifyReport {
+        source: Target::of_gpt2(cs),
+        grown: Target::of_gpt2(cg),
+        options: *opts,
+        layers,
+        final_hidden,
+        mlm_logits: None,
+        nsp_logits: None,
+        lm_logits,
+        max_rel,
+        tolerance: EXACT_REL_TOL,
+        exact: max_rel <= EXACT_REL_TOL,
+    })
+}
