@@ -8,8 +8,10 @@ use bert2bert_checkpoint::folder::{copy_files, write_config_json};
 use bert2bert_checkpoint::safetensors::{
     SafetensorsWriter, TensorSpec, WEIGHTS_FILE, check_finite,
 };
-use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Model, read_model_dir};
-use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
+use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Family, Model, read_model_dir};
+use bert2bert_expand::{
+    AkiScope, Depth, ExpandError, GrowOptions, GrowPlan, MapKind, Method, Target, verify,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,13 +47,15 @@ pub struct Args {
     /// Width method: fpi (function-preserving) or aki (knowledge from the layer above).
     #[arg(long, default_value = "aki")]
     pub method: Method,
-    /// Index map for new units: balanced or random.
+    /// Index map for new units: balanced or random; exact (GPT-2 only: copies + mean-units,
+    /// function-preserving at any width ratio with --method fpi).
     #[arg(long, default_value = "balanced")]
     pub map: MapKind,
     /// What AKI fills from the layer above: internal (heads, FFN) or all (also hidden).
     #[arg(long, default_value = "internal")]
     pub aki_scope: AkiScope,
-    /// Depth rule: stack (the paper's) or interleave.
+    /// Depth rule: stack (the paper's) or interleave; identity (GPT-2 only: interleaved blocks
+    /// with zero output projections, function-preserving).
     #[arg(long, default_value = "stack")]
     pub depth: Depth,
     /// Seed of every index map.
@@ -76,35 +80,12 @@ pub fn bundled_model() -> PathBuf {
 }
 
 /// The target shape from the flags, the target config, or the documented default
-/// (1.5x width, same depth, head size fixed).
+/// (1.5x width, same depth, head size fixed), for the source's family.
 pub fn resolve_target(args: &Args, source: &Model) -> Result<Target> {
-    let b = source.as_bert().ok_or_else(|| {
-        Usage::new(format!(
-            "{} models cannot be grown yet",
-            source.family().name()
-        ))
-    })?;
-    let src = Target::of(&b.config);
-    let head_dim = b.config.head_dim();
+    let src = Target::of_model(source);
+    let head_dim = src.hidden / src.heads.max(1);
     if let Some(path) = &args.target_config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the target config", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: malformed JSON", path.display()))?;
-        let field = |k: &str| -> Result<usize> {
-            v.get(k)
-                .and_then(serde_json::Value::as_u64)
-                .map(|x| x as usize)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("{}: field `{k}` missing or not an integer", path.display())
-                })
-        };
-        return Ok(Target {
-            layers: field("num_hidden_layers")?,
-            hidden: field("hidden_size")?,
-            heads: field("num_attention_heads")?,
-            intermediate: field("intermediate_size")?,
-        });
+        return target_from_config(path, source.family());
     }
     let any = args.layers.is_some()
         || args.hidden.is_some()
@@ -129,6 +110,54 @@ pub fn resolve_target(args: &Args, source: &Model) -> Result<Target> {
     })
 }
 
+/// The target shape in a config.json, read with the field names of `family` (GPT-2:
+/// `n_layer`, `n_embd`, `n_head`, `n_inner` with null or absent = 4 x `n_embd`).
+fn target_from_config(path: &Path, family: Family) -> Result<Target> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the target config", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: malformed JSON", path.display()))?;
+    if let Some(t) = v.get("model_type").and_then(serde_json::Value::as_str)
+        && t != family.name()
+    {
+        return Err(Usage::new(format!(
+            "{}: the target config is a {t} model but the source is {}",
+            path.display(),
+            family.name()
+        ))
+        .into());
+    }
+    let field = |k: &str| -> Result<usize> {
+        v.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{}: field `{k}` missing or not an integer", path.display())
+            })
+    };
+    Ok(match family {
+        Family::Bert => Target {
+            layers: field("num_hidden_layers")?,
+            hidden: field("hidden_size")?,
+            heads: field("num_attention_heads")?,
+            intermediate: field("intermediate_size")?,
+        },
+        Family::Gpt2 => {
+            let hidden = field("n_embd")?;
+            let intermediate = match v.get("n_inner") {
+                None | Some(serde_json::Value::Null) => 4 * hidden,
+                Some(_) => field("n_inner")?,
+            };
+            Target {
+                layers: field("n_layer")?,
+                hidden,
+                heads: field("n_head")?,
+                intermediate,
+            }
+        }
+    })
+}
+
 /// Runs `cargo xtask grow`.
 pub fn run(args: Args) -> Result<()> {
     let source_dir = args.source.clone().unwrap_or_else(bundled_model);
@@ -143,7 +172,11 @@ pub fn run(args: Args) -> Result<()> {
         depth: args.depth,
         seed: args.seed,
     };
-    let plan = GrowPlan::new(&source.model, &target, &opts).map_err(Usage::from_expand)?;
+    let plan = GrowPlan::new(&source.model, &target, &opts).map_err(|e| match e {
+        // An option the family cannot honour (--map exact on BERT) is a misuse too.
+        ExpandError::Unsupported { .. } => Usage::new(e.to_string()).into(),
+        other => Usage::from_expand(other),
+    })?;
     let report = plan.report();
     let dtype = args.dtype.unwrap_or(source.dtype);
     let out = write_plan(
