@@ -35,8 +35,9 @@ use ndarray::ArrayD;
 /// A planned growth: every index map computed, the grown tensors produced on demand.
 ///
 /// Tensors are listed and produced in the order of the grown model's `Model::named_tensors()`,
-/// under the same names and in Hugging Face orientation (`nn.Linear` as (out, in)). A stacked
-/// layer is produced again from the same source layer and maps, never held twice.
+/// under the same names and in Hugging Face orientation (`nn.Linear` as (out, in), GPT-2's
+/// `Conv1D` as (in, out), as held). A stacked layer is produced again from the same source
+/// layer and maps, never held twice.
 #[derive(Debug)]
 pub struct GrowPlan<'a> {
     inner: Inner<'a>,
