@@ -127,7 +127,7 @@ impl<'a> Gpt2Plan<'a> {
         let (seed, kind) = (opts.seed, opts.map);
         let exact = kind == MapKind::Exact;
         let hidden = IndexMap::new(kind, ds, dt, seed, MapRole::Hidden);
-        let (copies, mean_units, writer, reader, ln_scale) = if exact {
+        let (copies, mean_units, writer, reader, rho) = if exact {
             let k = dt / ds;
             let r = dt - k * ds;
             let copied = &hidden.map()[..k * ds];
@@ -142,7 +142,7 @@ impl<'a> Gpt2Plan<'a> {
                 r,
                 IndexMap::from_parts(kind, ds + 1, writer),
                 IndexMap::from_parts(kind, ds + r, reader),
-                ((k * ds) as f64 / dt as f64).sqrt(),
+                (k * ds) as f64 / dt as f64,
             )
         } else {
             (0, 0, hidden.clone(), hidden.clone(), 1.0)
@@ -176,9 +176,9 @@ impl<'a> Gpt2Plan<'a> {
             target.intermediate,
         );
         if exact {
-            // The stream's variance shrinks by k D_s / D_t; epsilon shrinks with it.
-            config.layer_norm_epsilon =
-                c.layer_norm_epsilon * (copies as usize * ds) as f64 / dt as f64;
+            // The stream's variance shrinks by rho = k D_s / D_t; epsilon shrinks with it
+            // (rho is exactly 1 at integer ratios, so epsilon is then unchanged to the bit).
+            config.layer_norm_epsilon = c.layer_norm_epsilon * rho;
         }
         let mut plan = Self {
             src,
@@ -190,7 +190,7 @@ impl<'a> Gpt2Plan<'a> {
             mean_units,
             writer,
             reader,
-            ln_scale,
+            ln_scale: rho.sqrt(),
             heads,
             head_units,
             ffn,

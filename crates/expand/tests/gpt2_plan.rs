@@ -136,3 +136,20 @@ fn gpt2_head_size_is_fixed() {
     let e = GrowPlan::new(&m, &t, &GrowOptions::default()).unwrap_err();
     assert!(matches!(e, ExpandError::HeadSize { from: 32, .. }), "{e:?}");
 }
+
+#[test]
+fn verify_refuses_models_of_different_families() {
+    let gpt2 = fixture();
+    let bert = Model::Bert(Bert::random(
+        &BertConfig::new(300, 64, 2, 2, 128, 32),
+        Heads::MLM,
+        Init::TEST,
+        1,
+    ));
+    let e = verify(&bert, &gpt2, &VerifyOptions::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the source is bert but the grown model is gpt2"),
+        "{e}"
+    );
+}

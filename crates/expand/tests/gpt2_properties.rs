@@ -252,10 +252,25 @@ proptest! {
         let ex = GrowOptions { map: MapKind::Exact, ..bal };
         let (a, _) = grow(&m, &t, &bal).unwrap();
         let (b, _) = grow(&m, &t, &ex).unwrap();
+        prop_assert_eq!(a.config_json(), b.config_json());
         for ((na, ta), (nb, tb)) in a.named_tensors().iter().zip(b.named_tensors()) {
             prop_assert_eq!(na, &nb);
             prop_assert!(ta.iter().zip(tb.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "{}", na);
         }
+    }
+
+    /// Growing to the source's own shape returns the model unchanged, bit for bit, config
+    /// included, whatever the options.
+    #[test]
+    fn same_shape_is_bit_identical(
+        s in any_shape(1), seed in any::<u64>(), map_seed in any::<u64>(), map in map_kind(),
+        method in method(), aki_scope in scope(), depth in depth(),
+    ) {
+        let m = s.model(seed);
+        let t = target(&s, s.layers, s.heads, 0);
+        let (g, report) = grow(&m, &t, &GrowOptions { method, map, aki_scope, depth, seed: map_seed }).unwrap();
+        prop_assert!(report.expected_exact, "{}", report);
+        prop_assert!(g == m);
     }
 
     /// The streamed plan lists the grown model's tensors in `named_tensors` order, with its
