@@ -9,9 +9,7 @@ use bert2bert_checkpoint::safetensors::{
     SafetensorsWriter, TensorSpec, WEIGHTS_FILE, check_finite,
 };
 use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Family, Model, read_model_dir};
-use bert2bert_expand::{
-    AkiScope, Depth, ExpandError, GrowOptions, GrowPlan, MapKind, Method, Target, verify,
-};
+use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -172,11 +170,7 @@ pub fn run(args: Args) -> Result<()> {
         depth: args.depth,
         seed: args.seed,
     };
-    let plan = GrowPlan::new(&source.model, &target, &opts).map_err(|e| match e {
-        // An option the family cannot honour (--map exact on BERT) is a misuse too.
-        ExpandError::Unsupported { .. } => Usage::new(e.to_string()).into(),
-        other => Usage::from_expand(other),
-    })?;
+    let plan = GrowPlan::new(&source.model, &target, &opts).map_err(Usage::from_expand)?;
     let report = plan.report();
     let dtype = args.dtype.unwrap_or(source.dtype);
     let out = write_plan(

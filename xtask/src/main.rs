@@ -32,6 +32,8 @@ impl Usage {
             | E::Shrink { .. }
             | E::Indivisible { .. }
             | E::HeadSize { .. } => Self(format!("{e} (check the target flags)")).into(),
+            // An option the family cannot honour (--map exact on BERT) is a misuse too.
+            E::Unsupported { .. } => Self(e.to_string()).into(),
             other => other.into(),
         }
     }
