@@ -245,3 +245,55 @@ fn bad_targets_are_refused_clearly() {
     let e = refused(&Model::Bert(b), ok);
     assert!(matches!(e, ExpandError::InvalidModel(_)), "{e}");
 }
+
+/// The reports the command line prints: JSON fields and the human summary say what was done
+/// and whether it is exact, with the reasons when it is not.
+#[test]
+fn reports_serialize_and_summarize() {
+    let cfg = BertConfig::new(30, 16, 2, 2, 32, 64);
+    let m = Model::Bert(Bert::random(&cfg, Heads::ALL, Init::TEST, 5));
+    let wide = Target {
+        layers: 2,
+        hidden: 32,
+        heads: 4,
+        intermediate: 40,
+    };
+    let (g, r) = grow(&m, &wide, &GrowOptions::default()).unwrap();
+    let j = serde_json::to_value(&r).unwrap();
+    assert_eq!(j["expected_exact"], true);
+    assert_eq!(j["options"]["method"], "fpi");
+    assert_eq!(j["hidden_map"]["copy_histogram"]["2"], 16);
+    assert_eq!(j["layers"].as_array().unwrap().len(), 2);
+    assert!(r.summary().contains("expected exact: yes"), "{r}");
+    let v = bert2bert_expand::verify(&m, &g, &bert2bert_expand::VerifyOptions::default()).unwrap();
+    let vj = serde_json::to_value(&v).unwrap();
+    assert_eq!(vj["exact"], true);
+    assert_eq!(vj["layers"].as_array().unwrap().len(), 3);
+    assert!(v.summary().contains("function preserved"), "{v}");
+    assert!(plan_unknown(&m, &wide));
+
+    let deep = Target { layers: 5, ..wide };
+    let aki = GrowOptions {
+        method: Method::Aki,
+        ..GrowOptions::default()
+    };
+    let (g, r) = grow(&m, &deep, &aki).unwrap();
+    assert!(!r.expected_exact);
+    assert_eq!(r.inexact_reasons.len(), 2, "{:?}", r.inexact_reasons);
+    assert!(
+        r.summary()
+            .contains("AKI new units from the layer above: 1<-2"),
+        "{r}"
+    );
+    assert_eq!(r.layer_order, [0, 1, 0, 1, 1]);
+    let v = bert2bert_expand::verify(&m, &g, &bert2bert_expand::VerifyOptions::default()).unwrap();
+    assert!(!v.exact && v.max_rel > 1e-3, "{v}");
+}
+
+fn plan_unknown(m: &Model, t: &Target) -> bool {
+    let plan = GrowPlan::new(m, t, &GrowOptions::default()).unwrap();
+    matches!(
+        plan.tensor_by_name("bert.no.such.weight"),
+        Err(ExpandError::UnknownTensor(_))
+    )
+}
