@@ -55,8 +55,9 @@ impl MatrixSpec<'_> {
 /// Scratch buffers for transposed sources, reused across calls: on this project's VMs the
 /// first touch of fresh memory costs about 9 us per 4 KiB page, more than the gather itself.
 static SCRATCH: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-/// Buffers kept for reuse (lower and upper of two concurrent calls).
-const SCRATCH_KEEP: usize = 4;
+/// Buffers kept for reuse: the lower and upper source of one call. At most two source matrices
+/// stay allocated between calls.
+const SCRATCH_KEEP: usize = 2;
 
 /// A source matrix with one axis contiguous: `line(k)` is row `k` (`Typed`) or column `k`
 /// (`Hf`) as a slice, so every output row is a gather from one cache-resident slice.
