@@ -1,0 +1,147 @@
+//! Trains the byte-level BPE tokenizer for GPT-2 models on the corpus's training split and
+//! writes the Hugging Face tokenizer files into `assets/tokenizer-gpt2/`.
+//!
+//! ```text
+//! cargo run -p bert2bert-train --example train_bpe -- [VOCAB_SIZE] [ASSETS_DIR]
+//! ```
+//!
+//! Training is not bit-for-bit reproducible (the trainer breaks ties between equally frequent
+//! merges through hash-map order), so the files are committed and tests only use the committed
+//! ones. Defaults: vocabulary 8192 (256 byte symbols, `<|endoftext|>` and the merges), the
+//! repository's `assets/`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use bert2bert_train::data::{self, Split};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BPE, BpeTrainer};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::byte_level::ByteLevel as ByteLevelProcessor;
+use tokenizers::{AddedToken, Model, TokenizerBuilder, TokenizerImpl};
+
+type BpeTokenizer =
+    TokenizerImpl<BPE, NormalizerWrapper, ByteLevel, ByteLevelProcessor, ByteLevelDecoder>;
+
+/// The end-of-text token: the trainer gives special tokens the first ids, so it is id 0.
+const EOT: &str = "<|endoftext|>";
+
+/// Longest sequence the Hugging Face files advertise (`model_max_length`, GPT-2's 1024).
+const MODEL_MAX_LENGTH: usize = 1024;
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let vocab_size: usize = match args.next() {
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("vocabulary size {v:?}"))?,
+        None => 8192,
+    };
+    let assets = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(data::default_assets_dir);
+    if args.next().is_some() {
+        bail!("usage: train_bpe [VOCAB_SIZE] [ASSETS_DIR]");
+    }
+
+    let docs = data::read_split(&assets, Split::Train)?;
+    eprintln!("training on {} documents", docs.len());
+
+    // GPT-2's setup: no normalizer, byte-level pre-tokenizer without a prefix space (so decoding
+    // gives back the exact bytes), byte-level decoder.
+    let mut tokenizer: BpeTokenizer = TokenizerBuilder::new()
+        .with_model(BPE::default())
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+        .with_post_processor(Some(ByteLevelProcessor::new(false, true, true)))
+        .with_decoder(Some(ByteLevelDecoder::new(false, true, true)))
+        .build()
+        .map_err(anyhow::Error::msg)?;
+    let alphabet: HashSet<char> = ByteLevel::alphabet().into_iter().collect();
+    let mut trainer = BpeTrainer::builder()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .initial_alphabet(alphabet)
+        .show_progress(false)
+        .special_tokens(vec![AddedToken::from(EOT, true)])
+        .build();
+    tokenizer
+        .train(&mut trainer, docs.iter())
+        .map_err(anyhow::Error::msg)?;
+
+    let out = assets.join("tokenizer-gpt2");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let json_path = out.join("tokenizer.json");
+    tokenizer
+        .save(&json_path, true)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    tokenizer
+        .get_model()
+        .save(&out, None)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("writing {}/vocab.json, merges.txt", out.display()))?;
+    write_hf_files(&out)?;
+
+    // Check what was written through the same path the library uses.
+    let loaded = data::load_tokenizer(&json_path)?;
+    ensure!(
+        loaded.token_to_id(EOT) == Some(0),
+        "{EOT} has id {:?}, expected 0",
+        loaded.token_to_id(EOT)
+    );
+    let train_tokens = data::tokenize_documents(&loaded, &docs, &assets.join(Split::Train.file()))?;
+    let bytes: usize = docs.iter().map(String::len).sum();
+    eprintln!(
+        "wrote {}: vocabulary {}, {} training tokens ({:.2} bytes per token)",
+        out.display(),
+        loaded.get_vocab_size(true),
+        train_tokens.len(),
+        bytes as f64 / train_tokens.len() as f64
+    );
+    Ok(())
+}
+
+/// `tokenizer_config.json` and `special_tokens_map.json`, so that `GPT2TokenizerFast` (and
+/// `AutoTokenizer`) load the folder.
+fn write_hf_files(out: &Path) -> Result<()> {
+    let special_map = serde_json::json!({
+        "bos_token": EOT,
+        "eos_token": EOT,
+        "unk_token": EOT,
+    });
+    let config = serde_json::json!({
+        "add_bos_token": false,
+        "add_prefix_space": false,
+        "added_tokens_decoder": {
+            "0": {
+                "content": EOT,
+                "lstrip": false,
+                "normalized": false,
+                "rstrip": false,
+                "single_word": false,
+                "special": true,
+            }
+        },
+        "bos_token": EOT,
+        "clean_up_tokenization_spaces": false,
+        "eos_token": EOT,
+        "errors": "replace",
+        "model_max_length": MODEL_MAX_LENGTH,
+        "pad_token": null,
+        "tokenizer_class": "GPT2Tokenizer",
+        "unk_token": EOT,
+    });
+    for (name, value) in [
+        ("special_tokens_map.json", special_map),
+        ("tokenizer_config.json", config),
+    ] {
+        let path = out.join(name);
+        let text = serde_json::to_string_pretty(&value)? + "\n";
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
