@@ -16,7 +16,10 @@ fn vocabulary_and_end_of_text_id() {
     // Every byte is a symbol of its own, so no text needs an unknown token.
     let vocab = t.get_vocab(true);
     for c in tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet() {
-        assert!(vocab.contains_key(&c.to_string()), "byte symbol {c:?} missing");
+        assert!(
+            vocab.contains_key(&c.to_string()),
+            "byte symbol {c:?} missing"
+        );
     }
     // The Hugging Face side files agree with tokenizer.json.
     let dir = data::default_assets_dir().join("tokenizer-gpt2");
