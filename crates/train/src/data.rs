@@ -3,6 +3,7 @@
 //! The corpus (38 Shakespeare plays, `assets/corpus/`) and the WordPiece tokenizer
 //! (`assets/tokenizer/`) ship with the repository; nothing is downloaded. See `docs/data.md`.
 
+pub mod causal;
 mod corpus;
 mod error;
 mod mlm;
