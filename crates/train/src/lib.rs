@@ -6,6 +6,7 @@ pub mod data;
 pub mod error;
 pub mod flops;
 pub mod fused;
+pub mod gpt2;
 pub mod optim;
 pub mod trainer;
 
