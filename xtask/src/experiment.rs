@@ -124,7 +124,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// A shape with 64-wide heads... or any head size: `hidden / head_dim` heads, FFN 4 x hidden.
+    /// A shape with heads of `head_dim` units (`hidden / head_dim` heads) and FFN 4 x hidden.
     pub const fn new(layers: usize, hidden: usize, head_dim: usize) -> Self {
         Self {
             layers,
@@ -338,7 +338,9 @@ impl Plan {
                 }
             }
             Preset::Gpu => {
-                let steps = 8000;
+                // Sized by measured H100 step times (docs/experiment.md, "Sizing `gpu`"): about
+                // 3.5 hours. The sources get the targets' budget, the paper's regime.
+                let steps = 2000;
                 Self {
                     preset,
                     batch_size: 64,
@@ -346,9 +348,9 @@ impl Plan {
                     steps,
                     lr: 5e-4,
                     warmup_frac: 0.05,
-                    eval_every: 200,
+                    eval_every: 100,
                     eval_sequences: 512,
-                    checkpoint_every: 1000,
+                    checkpoint_every: 500,
                     lb: 2,
                     stage1_steps: steps / 8,
                     stack_steps: steps / 4,
@@ -363,7 +365,7 @@ impl Plan {
                             },
                             target: Shape::new(6, 384, 64),
                             methods: all.clone(),
-                            seeds: vec![0, 1, 2],
+                            seeds: vec![0, 1],
                         },
                         SettingPlan {
                             name: "depth".into(),
@@ -851,11 +853,15 @@ pub struct SourceInfo {
     pub origin: String,
     /// Its pre-training FLOPs, when known.
     pub flops: Option<u64>,
-    /// Its last held-out MLM loss, when known.
+    /// Its last held-out MLM loss in its own training log, when known (a bundled source may
+    /// have been scored on another held-out set).
     pub final_loss: Option<f64>,
+    /// Its held-out MLM loss on this experiment's held-out set (what the targets are scored on).
+    pub eval_loss: Option<f64>,
 }
 
 const SOURCES_FILE: &str = "sources.json";
+const MACHINE_FILE: &str = "machine.json";
 
 /// Runs `cargo xtask experiment`.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -900,6 +906,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         std::fs::write(&plan_path, serde_json::to_string_pretty(&plan)? + "\n")?;
+        // The machine that trains (a later --report elsewhere must not claim its own).
+        let machine = summary::Machine::detect(args.device);
+        std::fs::write(
+            out.join(MACHINE_FILE),
+            serde_json::to_string_pretty(&machine)? + "\n",
+        )?;
         train_all(&plan, &args, &root, &out)?;
     } else if plan_path.is_file() {
         plan = serde_json::from_str(&std::fs::read_to_string(&plan_path)?)
@@ -924,7 +936,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    let machine = summary::Machine::detect(args.device);
+    let machine = std::fs::read_to_string(out.join(MACHINE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| summary::Machine::detect(args.device));
     let s = summary::summarize(&plan, &out, &sources, machine)?;
     s.write(&out)?;
     plot::plots(&s, &out)?;
@@ -938,6 +953,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", doc.display());
     }
     Ok(())
+}
+
+/// The source's loss on the experiment's held-out set.
+fn source_eval(bert: &Bert, data: &Data, dev: &Device) -> anyhow::Result<f64> {
+    let model = Params::with_fresh_head(bert, 0, dev)?.model()?;
+    Ok(bert2bert_train::trainer::eval_loss(
+        &model, &data.eval, dev,
+    )?)
 }
 
 fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Result<()> {
@@ -970,6 +993,7 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
             origin: src.origin.clone(),
             flops: src.flops,
             final_loss: src.final_loss,
+            eval_loss: Some(source_eval(&src.bert, &data, &runner.dev)?),
         }));
         std::fs::write(
             out.join(SOURCES_FILE),

@@ -166,6 +166,25 @@ fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
             .label(format!("target: scratch's final loss {t:.3}"))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.8)));
     }
+    if let Some(l) = set.source.as_ref().and_then(|s| s.eval_loss)
+        && l > y_lo
+        && l < y_hi
+    {
+        let grey = RGBColor(120, 120, 120);
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, l), (x_hi, l)],
+                2,
+                5,
+                ShapeStyle {
+                    color: grey.mix(1.0),
+                    filled: false,
+                    stroke_width: 1,
+                },
+            ))?
+            .label(format!("source's held-out loss {l:.3}"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
+    }
     for &(mi, k, label, curve) in &curves {
         let colour = COLOURS[mi % COLOURS.len()];
         let style = if k == 0 {

@@ -398,7 +398,7 @@ pub fn setting_table(s: &SettingSummary) -> String {
         src.map_or("?".into(), |x| x.shape.to_string()),
         src.map_or("not available yet".into(), |x| x.origin.clone()),
         src.map_or("-".into(), |x| sci(x.flops.map(|f| f as f64))),
-        src.and_then(|x| x.final_loss)
+        src.and_then(|x| x.eval_loss)
             .map_or(String::new(), |l| format!(", held-out loss {l:.3}")),
         s.target
     );
