@@ -10,7 +10,7 @@
 //! The frozen bottom of a stage-1 sub-model costs its forward only. See docs/training.md.
 
 use crate::bert::Scope;
-use bert2bert_checkpoint::BertConfig;
+use bert2bert_checkpoint::{BertConfig, Gpt2Config};
 
 /// Forward FLOPs of one encoder layer over `batch` sequences of `seq` tokens.
 pub fn layer_forward(batch: u64, seq: u64, hidden: u64, ffn: u64) -> u64 {
@@ -57,6 +57,35 @@ pub fn forward(cfg: &BertConfig, batch: usize, seq: usize, masked: usize) -> u64
         + head_forward(masked as u64, cfg.hidden_size as u64, cfg.vocab_size as u64)
 }
 
+/// Forward FLOPs of GPT-2's LM head over `tokens` positions: one (D x V) product per position
+/// (every position predicts its next token; there is no transform layer).
+pub fn gpt2_head_forward(tokens: u64, hidden: u64, vocab: u64) -> u64 {
+    2 * tokens * hidden * vocab
+}
+
+/// FLOPs of one GPT-2 training step (forward + backward) of sub-model `scope` on a `batch` x
+/// `seq` batch.
+///
+/// A block costs what a BERT layer does (the fused `c_attn` is the three Q, K, V products;
+/// the causal mask does not shrink the computed score matrices). The head runs its backward
+/// even when the tied `wte` is frozen (stage 1): the trained blocks need the gradient with
+/// respect to the hidden states, and candle's matmul backward computes both operands'.
+pub fn gpt2_train_step(cfg: &Gpt2Config, batch: usize, seq: usize, scope: Scope) -> u64 {
+    let (b, s, d) = (batch as u64, seq as u64, cfg.n_embd as u64);
+    let layer = layer_forward(b, s, d, cfg.inner_dim() as u64);
+    let head = gpt2_head_forward(b * s, d, cfg.vocab_size as u64);
+    let frozen = scope.frozen_below as u64;
+    let trained = scope.trained_layers() as u64;
+    frozen * layer + 3 * (trained * layer + head)
+}
+
+/// FLOPs of one forward pass of the whole GPT-2 model (evaluation).
+pub fn gpt2_forward(cfg: &Gpt2Config, batch: usize, seq: usize) -> u64 {
+    let (b, s, d) = (batch as u64, seq as u64, cfg.n_embd as u64);
+    cfg.n_layer as u64 * layer_forward(b, s, d, cfg.inner_dim() as u64)
+        + gpt2_head_forward(b * s, d, cfg.vocab_size as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +119,32 @@ mod tests {
         assert_eq!(layer_forward(32, 128, 128, 512), 32 * one);
         let attn = |s: u64| layer_forward(1, s, 128, 512) - s * (8 * 128 * 128 + 4 * 128 * 512);
         assert_eq!(attn(256), 4 * attn(128));
+    }
+
+    /// Hand count for GPT-2 with B = 1, S = 2, D = 4 (2 heads), F = 16 (n_inner), V = 10,
+    /// 2 blocks.
+    #[test]
+    fn gpt2_tiny_configuration_matches_a_hand_count() {
+        let raw = serde_json::json!({
+            "model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_embd": 4,
+            "n_layer": 2, "n_head": 2, "n_inner": 16,
+        });
+        let serde_json::Value::Object(raw) = raw else {
+            unreachable!()
+        };
+        let cfg = Gpt2Config::from_raw(std::path::Path::new("config.json"), raw).unwrap();
+        // One block, forward:
+        //   c_attn (2 x 4)(4 x 12) = 2*2*4*12 = 192, c_proj (2 x 4)(4 x 4) = 64    = 256
+        //   c_fc (2 x 4)(4 x 16) = 256, mlp c_proj (2 x 16)(16 x 4) = 256          = 512
+        //   scores and context, per head (2 x 2)(2 x 2) = 16 each, 2 heads        =  64
+        //   total                                                                 = 832
+        assert_eq!(layer_forward(1, 2, 4, 16), 832);
+        // Tied head at both positions: (2 x 4)(4 x 10) = 160.
+        assert_eq!(gpt2_head_forward(2, 4, 10), 160);
+        // Full model: 3 * (2 * 832 + 160) = 5472; forward only: 2 * 832 + 160 = 1824.
+        assert_eq!(gpt2_train_step(&cfg, 1, 2, Scope::full(2)), 5472);
+        assert_eq!(gpt2_forward(&cfg, 1, 2), 1824);
+        // Stage 1 on the full depth training the top block: 832 + 3 * (832 + 160) = 3808.
+        assert_eq!(gpt2_train_step(&cfg, 1, 2, Scope::stage1(2, 1)), 3808);
     }
 }
