@@ -1,7 +1,7 @@
 //! `cargo xtask bench train`: training-step throughput of the bundled model's shape and of a
 //! 1.5x wider one, next to the machine's matmul rate measured in the same run.
 
-use crate::pretrain::{DeviceKind, device};
+use crate::pretrain::{DeviceKind, device, keep_freed_memory};
 use bert2bert_checkpoint::BertConfig;
 use bert2bert_train::bert::{Params, Scope};
 use bert2bert_train::flops;
@@ -134,6 +134,7 @@ pub fn time_steps(
 
 /// Runs `cargo xtask bench train`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    keep_freed_memory();
     let dev = device(args.device)?;
     let peak = matmul_gflops(args.matmul_size, &dev)?;
     println!(
