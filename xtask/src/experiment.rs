@@ -390,6 +390,13 @@ impl Plan {
         }
     }
 
+    /// Sets the target runs' steps, with stage 1 at 1/8 and StackBERT's shallow phase at 1/4.
+    pub fn with_steps(&mut self, steps: usize) {
+        self.steps = steps;
+        self.stage1_steps = steps / 8;
+        self.stack_steps = steps / 4;
+    }
+
     fn warmup(&self, steps: usize) -> usize {
         ((steps as f64 * self.warmup_frac).round() as usize).max(1)
     }
@@ -460,6 +467,10 @@ pub struct Args {
     /// Seeds of the main (width) setting, comma-separated (default: the preset's).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
+    /// Steps of every target run (default: the preset's); stage 1 stays 1/8 of them and
+    /// StackBERT's shallow phase 1/4. A bigger budget needs its own --out.
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
@@ -880,7 +891,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         plan.settings[0].seeds = seeds.clone();
     }
-    plan.validate()?;
+    if let Some(steps) = args.steps {
+        plan.with_steps(steps);
+    }
+    plan.validate()
+        .map_err(|e| crate::Usage::new(format!("{e:#}")))?;
     let plan_path = out.join(PLAN_FILE);
 
     if !args.report {

@@ -22,6 +22,10 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 fn metrics(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -59,6 +63,7 @@ fn total_flops(summary: &Value, setting: &str, method: &str, seed: usize) -> f64
 fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("smoke");
+    let assets = root().join("assets");
     let base = [
         "experiment",
         "--preset",
@@ -66,6 +71,8 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
         "--quiet",
         "--out",
         s(&out),
+        "--assets",
+        s(&assets),
     ];
 
     // Interrupted at step 10 of every run (24 steps; StackBERT stacks at 6, stage 1 ends at 3).
@@ -230,11 +237,13 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
 /// docs/results.md is generated from results/mini/summary.json (or says no results exist yet).
 #[test]
 fn results_doc_matches_the_mini_summary() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root();
     let o = xtask(&[
         "experiment",
         "--preset",
         "mini",
+        "--out",
+        s(&root.join("results/mini")),
         "--check-doc",
         s(&root.join("docs/results.md")),
     ]);

@@ -348,6 +348,9 @@ fn command(plan: &Plan) -> String {
             .collect();
         c += &format!(" --seeds {}", seeds.join(","));
     }
+    if plan.steps != default.steps {
+        c += &format!(" --steps {}", plan.steps);
+    }
     c
 }
 
