@@ -5,6 +5,15 @@ use bert2bert_train::data::causal::{
 };
 use bert2bert_train::data::{self, Split};
 
+/// The repository's `assets/`, from the run-time `CARGO_MANIFEST_DIR` that cargo sets for tests
+/// (a shared target dir may hold a library built from another checkout, whose compile-time
+/// path is gone), falling back to the compile-time one.
+fn assets_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("../../assets"))
+        .unwrap_or_else(bert2bert_train::data::default_assets_dir)
+}
+
 /// A stream whose token at position p is p % vocab, so a window's position is readable.
 fn stream(len: usize, vocab: usize) -> Vec<u32> {
     (0..len).map(|p| (p % vocab) as u32).collect()
@@ -133,7 +142,7 @@ fn eval_set_is_fixed_and_spread() {
 
 #[test]
 fn corpus_stream_separates_documents_with_end_of_text() {
-    let assets = data::default_assets_dir();
+    let assets = assets_dir();
     let path = assets.join(causal::BPE_TOKENIZER_FILE);
     let t = data::load_tokenizer(&path).unwrap();
     assert_eq!(t.token_to_id(END_OF_TEXT), Some(END_OF_TEXT_ID));

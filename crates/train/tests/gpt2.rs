@@ -11,7 +11,12 @@ use candle_core::{Device, Tensor};
 use serde_json::Value;
 
 fn fixture_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/hf-gpt2-tiny")
+    // The run-time CARGO_MANIFEST_DIR (set by cargo for tests) first: a shared target dir may
+    // hold a binary built in another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+        .join("../../testdata/hf-gpt2-tiny")
 }
 
 fn fixture() -> (Gpt2, Value) {

@@ -2,8 +2,17 @@
 
 use bert2bert_train::data::{self, Split};
 
+/// The repository's `assets/`, from the run-time `CARGO_MANIFEST_DIR` that cargo sets for tests
+/// (a shared target dir may hold a library built from another checkout, whose compile-time
+/// path is gone), falling back to the compile-time one.
+fn assets_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("../../assets"))
+        .unwrap_or_else(bert2bert_train::data::default_assets_dir)
+}
+
 fn tokenizer() -> tokenizers::Tokenizer {
-    let path = data::default_assets_dir().join("tokenizer-gpt2/tokenizer.json");
+    let path = assets_dir().join("tokenizer-gpt2/tokenizer.json");
     data::load_tokenizer(&path).expect("committed tokenizer loads")
 }
 
@@ -22,7 +31,7 @@ fn vocabulary_and_end_of_text_id() {
         );
     }
     // The Hugging Face side files agree with tokenizer.json.
-    let dir = data::default_assets_dir().join("tokenizer-gpt2");
+    let dir = assets_dir().join("tokenizer-gpt2");
     let vocab_json: std::collections::HashMap<String, u32> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("vocab.json")).unwrap()).unwrap();
     assert_eq!(vocab_json.len(), 8192);
@@ -50,7 +59,7 @@ fn round_trips_text_byte_for_byte() {
     }
     // A whole validation play round-trips, and the BPE compresses it (> 3 bytes per token on
     // the committed merges; raw bytes would be 1).
-    let docs = data::read_split(&data::default_assets_dir(), Split::Valid).unwrap();
+    let docs = data::read_split(&assets_dir(), Split::Valid).unwrap();
     let doc = &docs[0];
     let enc = t.encode(doc.as_str(), false).unwrap();
     assert_eq!(t.decode(enc.get_ids(), false).unwrap(), *doc);

@@ -12,6 +12,15 @@ use bert2bert_train::gpt2::{CausalDeviceBatch, Gpt2Params, no_weight_decay};
 use bert2bert_train::optim::{AdamW, AdamWConfig};
 use candle_core::Device;
 
+/// The repository's `assets/`, from the run-time `CARGO_MANIFEST_DIR` that cargo sets for tests
+/// (a shared target dir may hold a library built from another checkout, whose compile-time
+/// path is gone), falling back to the compile-time one.
+fn assets_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(|d| std::path::PathBuf::from(d).join("../../assets"))
+        .unwrap_or_else(bert2bert_train::data::default_assets_dir)
+}
+
 fn config(vocab: usize) -> Gpt2Config {
     let raw = serde_json::json!({
         "model_type": "gpt2", "vocab_size": vocab, "n_positions": 32, "n_embd": 32,
@@ -26,7 +35,7 @@ fn config(vocab: usize) -> Gpt2Config {
 
 #[test]
 fn adamw_steps_on_the_corpus_lower_the_held_out_loss() -> anyhow::Result<()> {
-    let assets = data::default_assets_dir();
+    let assets = assets_dir();
     let tok = data::load_tokenizer(&assets.join(BPE_TOKENIZER_FILE))?;
     let vocab = tok.get_vocab_size(true);
     // The validation split is small and enough for a smoke run; the eval windows come from the
