@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
 use super::pack::{EpochOrder, Packing};
@@ -106,13 +107,14 @@ pub fn causal_stream(
             token: format!("{END_OF_TEXT} (as id {END_OF_TEXT_ID})"),
         });
     }
-    let mut out = Vec::new();
-    for doc in docs {
-        out.extend(tokenize_documents(
-            tokenizer,
-            std::slice::from_ref(doc),
-            path,
-        )?);
+    // One encoding per document (the separator goes between them), documents in parallel.
+    let per_doc = docs
+        .par_iter()
+        .map(|doc| tokenize_documents(tokenizer, std::slice::from_ref(doc), path))
+        .collect::<Result<Vec<_>, DataError>>()?;
+    let mut out = Vec::with_capacity(per_doc.iter().map(|d| d.len() + 1).sum());
+    for ids in per_doc {
+        out.extend_from_slice(&ids);
         out.push(END_OF_TEXT_ID);
     }
     Ok(out)
