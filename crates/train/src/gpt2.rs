@@ -9,8 +9,9 @@
 //!
 //! Hidden states are kept flat as `(batch * seq, d)` so every dense layer is one 2-D matmul.
 
+use bert2bert_checkpoint::folder::{AtomicDir, write_config, write_weights};
 use bert2bert_checkpoint::random::Init;
-use bert2bert_checkpoint::{Activation, Gpt2, Gpt2Config};
+use bert2bert_checkpoint::{Activation, Dtype, Gpt2, Gpt2Config, Model};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use ndarray::{Array1, Array2};
@@ -446,5 +447,14 @@ impl Gpt2Params {
             );
         }
         Ok(g)
+    }
+    /// Writes the current weights as a Hugging Face `GPT2LMHeadModel` folder at `dir`
+    /// (`config.json` and `model.safetensors`, f32), atomically, replacing it.
+    pub fn save_model(&self, dir: &std::path::Path) -> crate::Result<std::path::PathBuf> {
+        let model = Model::Gpt2(self.to_gpt2()?);
+        let tmp = AtomicDir::new(dir, true)?;
+        write_weights(tmp.path(), &model, Dtype::F32)?;
+        write_config(tmp.path(), &model, Dtype::F32)?;
+        Ok(tmp.commit()?)
     }
 }

@@ -208,3 +208,34 @@ fn conversion_round_trips_bit_exactly() -> anyhow::Result<()> {
     assert_eq!(back.blocks[1].fc.weight, g.blocks[1].fc.weight);
     Ok(())
 }
+
+#[test]
+fn trained_weights_save_as_a_hugging_face_folder() -> anyhow::Result<()> {
+    let (g, _) = fixture();
+    let p = Gpt2Params::from_gpt2(&g, &Device::Cpu)?;
+    // Change one weight so the saved folder differs from the fixture.
+    let (_, var) = p
+        .named_vars()
+        .into_iter()
+        .find(|(n, _)| n == "transformer.ln_f.weight")
+        .unwrap();
+    var.set(&(var.as_tensor() * 0.5)?)?;
+    let tmp = tempfile::tempdir()?;
+    let dir = p.save_model(&tmp.path().join("out"))?;
+    let md = read_model_dir(&dir)?;
+    let back = md.model.as_gpt2().unwrap();
+    assert_eq!(back.ln_f.weight, &g.ln_f.weight * 0.5);
+    assert_eq!(back.wte, g.wte);
+    assert_eq!(back.blocks, g.blocks);
+    assert_eq!(back.config.n_layer, g.config.n_layer);
+    // The written folder loads into a model with the same eval logits as the vars.
+    let ids = Tensor::new(&[[3u32, 1, 4, 1, 5]], &Device::Cpu)?;
+    let a = p.model()?.forward(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+    let b = Gpt2Params::from_gpt2(back, &Device::Cpu)?
+        .model()?
+        .forward(&ids)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    assert_eq!(a, b);
+    Ok(())
+}
