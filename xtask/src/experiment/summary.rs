@@ -199,13 +199,18 @@ pub fn paper_saving(setting: &str, method: Method) -> Option<f64> {
 /// A run's evaluations, with its last step, total FLOPs and wall seconds.
 type Curve = (Vec<Point>, usize, f64, f64);
 
-fn curve_of(dir: &Path) -> anyhow::Result<Option<Curve>> {
+fn curve_of(dir: &Path, copy: &Path) -> anyhow::Result<Option<Curve>> {
     let mut path = dir.join(METRICS_FILE);
     if !path.is_file() {
         // StackBERT before stacking: only its shallow phase has metrics.
         path = dir.join("phase1").join(METRICS_FILE);
         if !path.is_file() {
-            return Ok(None);
+            // A results folder without its (uncommitted) runs/: the committed copy of the
+            // metrics, so a clean clone can regenerate the report.
+            path = copy.to_owned();
+            if !path.is_file() {
+                return Ok(None);
+            }
         }
     }
     let metrics = read_metrics(&path)?;
@@ -247,7 +252,8 @@ pub fn summarize(
             for (k, &seed) in setting.seeds.iter().enumerate() {
                 let name = run_name(setting, method, seed);
                 let dir = runs.join(&name);
-                let Some((curve, steps, total_flops, wall_s)) = curve_of(&dir)? else {
+                let copy = out.join("metrics").join(format!("{name}.jsonl"));
+                let Some((curve, steps, total_flops, wall_s)) = curve_of(&dir, &copy)? else {
                     complete = false;
                     if method == Method::Scratch {
                         scratch.push(None);
