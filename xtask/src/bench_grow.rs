@@ -128,8 +128,12 @@ pub fn run(args: GrowArgs) -> Result<()> {
                 .stdout(std::process::Stdio::null()),
         )?);
         let _ = std::fs::remove_file(&copy);
+        // The grower fsyncs its output before the rename (a durable atomic replace), so the
+        // floor it is compared with is a byte copy (no reflink) that is fsynced too.
         copies.push(measure(
-            Command::new("cp")
+            Command::new("sh")
+                .arg("-c")
+                .arg(r#"cp --reflink=never "$0" "$1" && sync "$1""#)
                 .arg(out.join("model.safetensors"))
                 .arg(&copy),
         )?);

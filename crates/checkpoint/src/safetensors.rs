@@ -224,7 +224,10 @@ impl SafetensorsFile {
         let file = File::open(path).map_err(io_err(path))?;
         // SAFETY: the map is read-only; a file changed underneath us by another process can only
         // yield wrong numbers, which the finiteness and shape checks partly catch.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(io_err(path))?;
+        // Populate: every tensor is read once, so fault the whole map in one kernel call rather
+        // than one page at a time (page faults are what reading costs on the project's VMs).
+        let mmap =
+            unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io_err(path))?;
         let header = parse_header(path, &mmap)?;
         Ok(Self {
             path: path.to_owned(),
