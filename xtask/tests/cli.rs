@@ -1,26 +1,12 @@
 //! The command line, end to end through the binary: growth, verification, and bad input
 //! (one clear line, exit 2 for misuse and 1 for bad data, nothing left on disk).
 
+mod common;
+use common::{s, stderr, testdata, xtask};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hf-bert-tiny")
-}
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    testdata("hf-bert-tiny")
 }
 
 /// A writable copy of the fixture.

@@ -2,30 +2,10 @@
 //! exact growth at a non-integer ratio, identity depth, target configs, and the pre-LN-only
 //! options refused for BERT (exit 2, nothing left on disk).
 
+mod common;
+use common::{s, stderr, testdata, xtask};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn testdata(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(name)
-}
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A writable copy of the GPT-2 fixture (with its generation config, which must travel).
 fn copy_gpt2(dir: &Path) -> PathBuf {
