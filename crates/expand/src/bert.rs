@@ -5,7 +5,7 @@ use crate::error::ExpandError;
 use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector};
 use crate::maps::{IndexMap, MapRole, layer_order};
 use crate::options::{AkiScope, GrowOptions, Method, Target};
-use crate::report::{GrowReport, LayerReport, MapSummary, ModuleReport};
+use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
 use bert2bert_checkpoint::{
     Bert, BertConfig, BertEmbeddings, BertLayer, LayerNorm, Linear, MlmHead,
 };
@@ -655,39 +655,17 @@ impl<'a> BertPlan<'a> {
                 MapSummary::of(&self.hidden)
             ));
         }
-        let mut seen = vec![false; s.layers.len()];
-        let mut aki_layers = Vec::new();
-        let layers = self
-            .order
-            .iter()
-            .enumerate()
-            .map(|(t, &l)| {
-                let repeat = std::mem::replace(&mut seen[l], true);
-                let up = self.upper_of(l);
-                let new_internal = !self.heads[l].is_identity() || !self.ffn[l].is_identity();
-                let new_hidden = !self.hidden.is_identity();
-                let aki_changes = up.is_some() && (new_internal || (all && new_hidden));
-                if aki_changes && !repeat {
-                    aki_layers.push(l + 1);
-                }
-                LayerReport {
-                    layer: t,
-                    source_layer: l,
-                    repeat,
-                    knowledge_from: up,
-                    head_map: MapSummary::of(&self.heads[l]),
-                    ffn_map: MapSummary::of(&self.ffn[l]),
-                    exact: hidden_uniform && !aki_changes && !repeat,
-                }
-            })
-            .collect();
-        if !aki_layers.is_empty() {
-            let list: Vec<String> = aki_layers.iter().map(usize::to_string).collect();
-            reasons.push(format!(
-                "AKI fills new units of layer(s) {} from the layer above (by design)",
-                list.join(", ")
-            ));
+        let (layers, aki_reason) = LayerMaps {
+            order: &self.order,
+            heads: &self.heads,
+            ffn: &self.ffn,
+            hidden: &self.hidden,
+            aki_all: all,
+            hidden_ok: hidden_uniform,
+            identity: &[],
         }
+        .reports(|l| self.upper_of(l));
+        reasons.extend(aki_reason);
         if self.target.layers > c.num_hidden_layers {
             reasons.push(format!(
                 "{} layers added by {}: added layers are not function-preserving",

@@ -12,7 +12,7 @@ use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector, reci
 use crate::forward::gpt2::{forward_gpt2, random_ids, scales_by_layer_index};
 use crate::maps::{IndexMap, MapRole, layer_order};
 use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
-use crate::report::{GrowReport, LayerReport, MapSummary, ModuleReport};
+use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
 use crate::verify::{Acc, EXACT_REL_TOL, VerifyOptions, VerifyReport};
 use bert2bert_checkpoint::random::SplitMix64;
 use bert2bert_checkpoint::{BertConfig, Gpt2, Gpt2Block, Gpt2Config, LayerNorm, Linear};
@@ -657,39 +657,17 @@ impl<'a> Gpt2Plan<'a> {
                 MapSummary::of(&self.hidden)
             ));
         }
-        let mut seen = vec![false; s.blocks.len()];
-        let mut aki_layers = Vec::new();
-        let layers = self
-            .order
-            .iter()
-            .enumerate()
-            .map(|(t, &l)| {
-                let repeat = std::mem::replace(&mut seen[l], true);
-                let up = self.upper_of(l);
-                let new_internal = !self.heads[l].is_identity() || !self.ffn[l].is_identity();
-                let new_hidden = !self.hidden.is_identity();
-                let aki_changes = up.is_some() && (new_internal || (all && new_hidden));
-                if aki_changes && !repeat {
-                    aki_layers.push(l + 1);
-                }
-                LayerReport {
-                    layer: t,
-                    source_layer: l,
-                    repeat,
-                    knowledge_from: up,
-                    head_map: MapSummary::of(&self.heads[l]),
-                    ffn_map: MapSummary::of(&self.ffn[l]),
-                    exact: self.identity[t] || (hidden_ok && !aki_changes && !repeat),
-                }
-            })
-            .collect();
-        if !aki_layers.is_empty() {
-            let list: Vec<String> = aki_layers.iter().map(usize::to_string).collect();
-            reasons.push(format!(
-                "AKI fills new units of layer(s) {} from the layer above (by design)",
-                list.join(", ")
-            ));
+        let (layers, aki_reason) = LayerMaps {
+            order: &self.order,
+            heads: &self.heads,
+            ffn: &self.ffn,
+            hidden: &self.hidden,
+            aki_all: all,
+            hidden_ok,
+            identity: &self.identity,
         }
+        .reports(|l| self.upper_of(l));
+        reasons.extend(aki_reason);
         let added = self.target.layers - c.n_layer;
         if added > 0 && self.opts.depth != Depth::Identity {
             reasons.push(format!(

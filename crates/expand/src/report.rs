@@ -193,3 +193,65 @@ impl fmt::Display for GrowReport {
         }
     }
 }
+
+/// The maps of one planned growth that the per-layer report reads, whatever the family.
+pub(crate) struct LayerMaps<'a> {
+    /// Target layer -> source layer.
+    pub order: &'a [usize],
+    /// Head map per source layer.
+    pub heads: &'a [IndexMap],
+    /// FFN map per source layer.
+    pub ffn: &'a [IndexMap],
+    /// The hidden map g.
+    pub hidden: &'a IndexMap,
+    /// Whether AKI also applies to the hidden out-dims.
+    pub aki_all: bool,
+    /// Whether the residual stream is preserved exactly (uniform counts or exact mode).
+    pub hidden_ok: bool,
+    /// Target layers that are exact identities by construction (pre-LN identity depth).
+    pub identity: &'a [bool],
+}
+
+impl LayerMaps<'_> {
+    /// One report per target layer, and the reason to give when AKI changed some layers.
+    /// `upper_of(l)` is the source layer AKI takes layer `l`'s new units from, if any.
+    pub(crate) fn reports(
+        &self,
+        upper_of: impl Fn(usize) -> Option<usize>,
+    ) -> (Vec<LayerReport>, Option<String>) {
+        let mut seen = vec![false; self.heads.len()];
+        let mut aki_layers = Vec::new();
+        let layers = self
+            .order
+            .iter()
+            .enumerate()
+            .map(|(t, &l)| {
+                let repeat = std::mem::replace(&mut seen[l], true);
+                let up = upper_of(l);
+                let new_internal = !self.heads[l].is_identity() || !self.ffn[l].is_identity();
+                let new_hidden = !self.hidden.is_identity();
+                let aki_changes = up.is_some() && (new_internal || (self.aki_all && new_hidden));
+                if aki_changes && !repeat {
+                    aki_layers.push((l + 1).to_string());
+                }
+                let identity = self.identity.get(t).copied().unwrap_or(false);
+                LayerReport {
+                    layer: t,
+                    source_layer: l,
+                    repeat,
+                    knowledge_from: up,
+                    head_map: MapSummary::of(&self.heads[l]),
+                    ffn_map: MapSummary::of(&self.ffn[l]),
+                    exact: identity || (self.hidden_ok && !aki_changes && !repeat),
+                }
+            })
+            .collect();
+        let reason = (!aki_layers.is_empty()).then(|| {
+            format!(
+                "AKI fills new units of layer(s) {} from the layer above (by design)",
+                aki_layers.join(", ")
+            )
+        });
+        (layers, reason)
+    }
+}
