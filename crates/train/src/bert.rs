@@ -639,20 +639,12 @@ impl Params {
 
     /// All vars with their names, sorted by name.
     pub fn named_vars(&self) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().expect("varmap lock");
-        let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        crate::vars::sorted(&self.varmap)
     }
 
     /// Builds the candle model over these vars (gradients flow into them).
     pub fn model(&self) -> Result<BertForMaskedLM> {
-        let dev = self
-            .named_vars()
-            .first()
-            .map(|(_, v)| v.device().clone())
-            .unwrap_or(Device::Cpu);
-        let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, &dev);
+        let vb = crate::vars::builder(&self.varmap);
         BertForMaskedLM::load_with(vb, self.config(), self.untied)
     }
 

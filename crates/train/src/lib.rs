@@ -9,5 +9,6 @@ pub mod fused;
 pub mod gpt2;
 pub mod optim;
 pub mod trainer;
+pub mod vars;
 
 pub use error::{Result, TrainError};
