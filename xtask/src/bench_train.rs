@@ -4,7 +4,6 @@
 use crate::pretrain::{DeviceKind, device, keep_freed_memory};
 use bert2bert_checkpoint::BertConfig;
 use bert2bert_train::bert::{Params, Scope};
-use bert2bert_train::flops;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
     BatchSource, CarryFiles, SyntheticBatches, TrainConfig, Trainer, TwoStage,
@@ -108,13 +107,7 @@ pub fn time_steps(
     for i in 0..steps {
         let batch = src.next_batch()?;
         let (_, scope): (u8, Scope) = trainer.scope_at(i);
-        let f = flops::train_step(
-            cfg,
-            batch.batch_size,
-            batch.seq_len,
-            batch.masked.len(),
-            scope,
-        );
+        let f = trainer.params().train_flops(&batch, scope);
         let t = Instant::now();
         trainer.train_step(&batch)?;
         let s = t.elapsed().as_secs_f64();

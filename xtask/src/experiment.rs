@@ -22,8 +22,8 @@ use bert2bert_train::data::{
 };
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
-    BatchSource, CHECKPOINT_DIR, CarryFiles, METRICS_FILE, MODEL_DIR, Metrics, STATE_FILE,
-    TrainBatch, TrainConfig, Trainer, TrainerState, TwoStage, read_metrics,
+    Batch, BatchSource, CHECKPOINT_DIR, CarryFiles, METRICS_FILE, MODEL_DIR, Metrics, STATE_FILE,
+    TrainConfig, Trainer, TrainerState, TwoStage, read_metrics,
 };
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -501,7 +501,7 @@ pub struct Args {
 /// The data every run shares.
 struct Data {
     train: Arc<[u32]>,
-    eval: Vec<TrainBatch>,
+    eval: Vec<Batch>,
     special: SpecialIds,
     vocab: usize,
     tokenizer_dir: PathBuf,
@@ -522,7 +522,7 @@ impl Data {
         };
         let eval = eval_batches(&corpus.valid, &cfg, plan.eval_sequences)?
             .into_iter()
-            .map(TrainBatch::from)
+            .map(|b| Batch::Mlm(b.into()))
             .collect();
         Ok(Self {
             train: corpus.train.into(),
@@ -638,7 +638,7 @@ impl Runner<'_> {
     fn drive(&self, trainer: &mut Trainer, name: &str, until: usize) -> anyhow::Result<bool> {
         let stop = self.stop_at.map_or(until, |s| s.min(until));
         let cfg = trainer.config().clone();
-        let vocab = trainer.params().config().vocab_size;
+        let vocab = trainer.params().vocab_size();
         let mut batcher = self.data.batcher(self.plan, vocab, cfg.seed)?;
         batcher.skip(trainer.step())?;
         let bar = self.bar(name, cfg.steps, trainer.step());
@@ -972,9 +972,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The source's loss on the experiment's held-out set.
 fn source_eval(bert: &Bert, data: &Data, dev: &Device) -> anyhow::Result<f64> {
-    let model = Params::with_fresh_head(bert, 0, dev)?.model()?;
+    let params = Params::with_fresh_head(bert, 0, dev)?.into();
     Ok(bert2bert_train::trainer::eval_loss(
-        &model, &data.eval, dev,
+        &params, &data.eval, dev,
     )?)
 }
 

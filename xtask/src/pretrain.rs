@@ -1,16 +1,22 @@
-//! `cargo xtask pretrain`: MLM pre-training of a fresh or existing (e.g. grown) BERT on the
-//! bundled corpus, optionally in two stages, with exact resume.
+//! `cargo xtask pretrain`: pre-training of a fresh or existing (e.g. grown) model on the bundled
+//! corpus, optionally in two stages, with exact resume: masked-LM for BERT, next-token for
+//! GPT-2 (the family comes from `--init`'s config.json, or `--arch` for a fresh model).
 
 use anyhow::{Context, bail};
-use bert2bert_checkpoint::{BertConfig, read_model_dir};
+use bert2bert_checkpoint::{BertConfig, Family, Gpt2Config, read_model_dir};
 use bert2bert_train::bert::Params;
+use bert2bert_train::data::causal::{
+    CausalBatcher, CausalConfig, END_OF_TEXT_ID, causal_eval_batches, load_causal_split,
+};
 use bert2bert_train::data::{
-    MlmBatcher, MlmConfig, SpecialIds, default_assets_dir, eval_batches, load_corpus,
+    MlmBatcher, MlmConfig, SpecialIds, Split, default_assets_dir, eval_batches, load_corpus,
     load_tokenizer,
 };
+use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
-    BatchSource, CarryFiles, METRICS_FILE, MODEL_DIR, TrainBatch, TrainConfig, Trainer, TwoStage,
+    Batch, BatchSource, CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams, TrainConfig, Trainer,
+    TwoStage,
 };
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -29,13 +35,36 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// Model family of a fresh model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Arch {
+    /// BERT (`BertForMaskedLM`), masked-LM objective, WordPiece tokenizer.
+    Bert,
+    /// GPT-2 (`GPT2LMHeadModel`), next-token objective, byte-level BPE tokenizer.
+    Gpt2,
+}
+
+impl Arch {
+    fn family(self) -> Family {
+        match self {
+            Arch::Bert => Family::Bert,
+            Arch::Gpt2 => Family::Gpt2,
+        }
+    }
+}
+
 /// Arguments of `cargo xtask pretrain`.
 #[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
 pub struct Args {
-    /// Start from this checkpoint folder (grown or pretrained); without it, a fresh model.
+    /// Start from this checkpoint folder (grown or pretrained; BERT or GPT-2, read from its
+    /// config.json); without it, a fresh model.
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// Fresh model: encoder layers.
+    /// Fresh model: family (default bert). With --init it must match the checkpoint.
+    #[arg(long, value_enum)]
+    #[serde(default)]
+    pub arch: Option<Arch>,
+    /// Fresh model: layers (encoder layers or decoder blocks).
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
     /// Fresh model: hidden size.
@@ -53,7 +82,7 @@ pub struct Args {
     /// Sequences per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Tokens per sequence ([CLS] and [SEP] included).
+    /// Tokens per sequence (BERT: [CLS] and [SEP] included; GPT-2: input tokens).
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
     /// Peak learning rate.
@@ -110,7 +139,7 @@ pub struct Args {
     /// Replace an existing --out folder when starting a new run.
     #[arg(long)]
     pub overwrite: bool,
-    /// The assets folder (corpus/ and tokenizer/).
+    /// The assets folder (corpus/, tokenizer/ and tokenizer-gpt2/).
     #[arg(long)]
     pub assets: Option<PathBuf>,
     /// Hide the progress bar.
@@ -188,13 +217,26 @@ pub fn device(kind: DeviceKind) -> anyhow::Result<Device> {
 /// The training and held-out data for a run.
 pub struct Data {
     /// Training batches (seeded, resumable).
-    pub batcher: MlmBatcher,
+    pub batcher: Box<dyn BatchSource>,
     /// The fixed held-out batches.
-    pub eval: Vec<TrainBatch>,
+    pub eval: Vec<Batch>,
+    /// Optimizer steps per pass over the training split.
+    pub steps_per_epoch: f64,
 }
 
-/// Tokenizes the bundled corpus with the tokenizer in `tokenizer_dir` and builds the batches.
+/// The default tokenizer folder of a family under `assets`.
+pub fn default_tokenizer_dir(assets: &Path, family: Family) -> PathBuf {
+    match family {
+        Family::Bert => assets.join("tokenizer"),
+        Family::Gpt2 => assets.join("tokenizer-gpt2"),
+    }
+}
+
+/// Tokenizes the bundled corpus with the tokenizer in `tokenizer_dir` and builds the batches of
+/// `family`'s objective: masked-LM for BERT, next-token for GPT-2.
+#[allow(clippy::too_many_arguments)]
 pub fn load_data(
+    family: Family,
     assets: &Path,
     tokenizer_dir: &Path,
     vocab_size: usize,
@@ -205,7 +247,6 @@ pub fn load_data(
 ) -> anyhow::Result<Data> {
     let tok_path = tokenizer_dir.join("tokenizer.json");
     let tokenizer = load_tokenizer(&tok_path)?;
-    let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
     let tok_vocab = tokenizer.get_vocab_size(true);
     if tok_vocab > vocab_size {
         bail!(
@@ -213,24 +254,60 @@ pub fn load_data(
             tok_path.display()
         );
     }
-    let corpus = load_corpus(assets, &tokenizer)?;
-    let mk = |batch_size, seed| MlmConfig {
-        special,
-        ..MlmConfig::new(seq_len, batch_size, vocab_size, seed)
-    };
-    let batcher = MlmBatcher::new(corpus.train, mk(batch_size, seed))?;
-    // Fixed evaluation masks (seed 0 whatever --seed is): every run is scored on the same set.
-    let eval = eval_batches(&corpus.valid, &mk(32, 0), eval_sequences)?
-        .into_iter()
-        .map(TrainBatch::from)
-        .collect();
-    Ok(Data { batcher, eval })
+    // Fixed evaluation sets (seed 0 whatever --seed is): every run is scored on the same one.
+    match family {
+        Family::Bert => {
+            let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
+            let corpus = load_corpus(assets, &tokenizer)?;
+            let mk = |batch_size, seed| MlmConfig {
+                special,
+                ..MlmConfig::new(seq_len, batch_size, vocab_size, seed)
+            };
+            let batcher = MlmBatcher::new(corpus.train, mk(batch_size, seed))?;
+            let eval = eval_batches(&corpus.valid, &mk(32, 0), eval_sequences)?
+                .into_iter()
+                .map(|b| Batch::Mlm(b.into()))
+                .collect();
+            Ok(Data {
+                steps_per_epoch: batcher.steps_per_epoch(),
+                batcher: Box::new(batcher),
+                eval,
+            })
+        }
+        Family::Gpt2 => {
+            let mk = |batch_size, seed| CausalConfig {
+                seq_len,
+                batch_size,
+                vocab_size,
+                seed,
+            };
+            let train = load_causal_split(assets, &tokenizer, Split::Train)?;
+            let valid = load_causal_split(assets, &tokenizer, Split::Valid)?;
+            let batcher = CausalBatcher::new(train, mk(batch_size, seed))?;
+            let eval = causal_eval_batches(&valid, &mk(32, 0), eval_sequences)?
+                .into_iter()
+                .map(Batch::Causal)
+                .collect();
+            Ok(Data {
+                steps_per_epoch: batcher.steps_per_epoch(),
+                batcher: Box::new(batcher),
+                eval,
+            })
+        }
+    }
 }
 
 fn is_tokenizer_file(p: &Path) -> bool {
     matches!(
         p.to_str(),
-        Some("tokenizer.json" | "vocab.txt" | "tokenizer_config.json" | "special_tokens_map.json")
+        Some(
+            "tokenizer.json"
+                | "vocab.txt"
+                | "vocab.json"
+                | "merges.txt"
+                | "tokenizer_config.json"
+                | "special_tokens_map.json"
+        )
     )
 }
 
@@ -267,34 +344,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let dev = device(args.device)?;
     let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
-    let default_tok = assets.join("tokenizer");
+    let ckpt_dir = args.out.join(bert2bert_train::trainer::CHECKPOINT_DIR);
 
-    // The model, and the folder whose tokenizer (and other) files travel with it.
-    let (params, carry) = if resume {
-        (None, CarryFiles::default())
+    // The model, the family, and the folder whose tokenizer (and other) files travel with it.
+    let (params, carry, family, vocab_size) = if resume {
+        let md = read_model_dir(&ckpt_dir)
+            .with_context(|| format!("resuming {}", args.out.display()))?;
+        let family = md.model.family();
+        let vocab = match &md.model {
+            bert2bert_checkpoint::Model::Bert(b) => b.config.vocab_size,
+            bert2bert_checkpoint::Model::Gpt2(g) => g.config.vocab_size,
+        };
+        (None, CarryFiles::default(), family, vocab)
     } else if let Some(init) = &args.init {
         let md =
             read_model_dir(init).with_context(|| format!("reading --init {}", init.display()))?;
-        let bert = md.model.as_bert().with_context(|| {
-            // GPT-2 has its model, causal-LM data and FLOPs in bert2bert-train, but the
-            // trainer is BERT-only so far: say so rather than a bare "not BERT".
-            format!(
-                "--init {}: a {} checkpoint; `pretrain` trains BERT only so far (GPT-2: \
-                     bert2bert_train::gpt2 and data::causal, not yet wired into the trainer; \
-                     see docs/training.md)",
+        let family = md.model.family();
+        if let Some(arch) = args.arch
+            && arch.family() != family
+        {
+            return Err(crate::Usage(format!(
+                "--arch {} contradicts --init {}, a {} checkpoint",
+                arch.family().name(),
                 init.display(),
-                md.model.family().name()
-            )
-        })?;
-        if bert.config.max_position_embeddings < args.seq_len {
+                family.name()
+            ))
+            .into());
+        }
+        let params: ModelParams = match &md.model {
+            bert2bert_checkpoint::Model::Bert(bert) => {
+                Params::with_fresh_head(bert, args.seed, &dev)?.into()
+            }
+            bert2bert_checkpoint::Model::Gpt2(gpt2) => Gpt2Params::from_gpt2(gpt2, &dev)?.into(),
+        };
+        if params.max_positions() < args.seq_len {
             bail!(
-                "--seq-len {} exceeds the model's max_position_embeddings {} ({})",
+                "--seq-len {} exceeds the model's {} positions ({})",
                 args.seq_len,
-                bert.config.max_position_embeddings,
+                params.max_positions(),
                 init.display()
             );
         }
-        let params = Params::with_fresh_head(bert, args.seed, &dev)?;
         let carry = if md
             .other_files
             .iter()
@@ -305,21 +395,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 files: md.other_files.clone(),
             }
         } else {
-            tokenizer_files(&default_tok)?
+            tokenizer_files(&default_tokenizer_dir(&assets, family))?
         };
-        (Some(params), carry)
+        let vocab = params.vocab_size();
+        (Some(params), carry, family, vocab)
     } else {
-        let tokenizer = load_tokenizer(&default_tok.join("tokenizer.json"))?;
+        let family = args.arch.unwrap_or(Arch::Bert).family();
+        let tok_dir = default_tokenizer_dir(&assets, family);
+        let tokenizer = load_tokenizer(&tok_dir.join("tokenizer.json"))?;
         let vocab = tokenizer.get_vocab_size(true);
-        let mut cfg = BertConfig::new(
-            vocab,
-            args.hidden,
-            args.layers,
-            args.heads,
-            args.ffn,
-            args.seq_len,
-        );
-        cfg.raw.insert("pad_token_id".into(), 0.into());
         if !args.hidden.is_multiple_of(args.heads) {
             bail!(
                 "--hidden {} is not divisible by --heads {}",
@@ -327,15 +411,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.heads
             );
         }
-        (
-            Some(Params::fresh(&cfg, args.seed, &dev)?),
-            tokenizer_files(&default_tok)?,
-        )
+        let params: ModelParams = match family {
+            Family::Bert => {
+                let mut cfg = BertConfig::new(
+                    vocab,
+                    args.hidden,
+                    args.layers,
+                    args.heads,
+                    args.ffn,
+                    args.seq_len,
+                );
+                cfg.raw.insert("pad_token_id".into(), 0.into());
+                Params::fresh(&cfg, args.seed, &dev)?.into()
+            }
+            Family::Gpt2 => {
+                let mut cfg =
+                    Gpt2Config::new(vocab, args.hidden, args.layers, args.heads, args.seq_len);
+                if args.ffn != 4 * args.hidden {
+                    cfg.n_inner = Some(args.ffn);
+                }
+                // The bundled BPE tokenizer's one special token, <|endoftext|>, is id 0.
+                for k in ["bos_token_id", "eos_token_id"] {
+                    cfg.raw.insert(k.into(), END_OF_TEXT_ID.into());
+                }
+                Gpt2Params::fresh(&cfg, args.seed, &dev)?.into()
+            }
+        };
+        (Some(params), tokenizer_files(&tok_dir)?, family, vocab)
     };
 
     // The data first: a tokenizer that does not fit the model fails before anything is written.
     let tok_dir = if resume {
-        args.out.join(bert2bert_train::trainer::CHECKPOINT_DIR)
+        ckpt_dir.clone()
     } else if let Some(init) = args
         .init
         .as_ref()
@@ -343,21 +450,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         init.clone()
     } else {
-        default_tok.clone()
-    };
-    let vocab_size = match &params {
-        Some(p) => p.config().vocab_size,
-        None => {
-            read_model_dir(&tok_dir)
-                .with_context(|| format!("resuming {}", args.out.display()))?
-                .model
-                .as_bert()
-                .context("not a BERT checkpoint")?
-                .config
-                .vocab_size
-        }
+        default_tokenizer_dir(&assets, family)
     };
     let mut data = load_data(
+        family,
         &assets,
         &tok_dir,
         vocab_size,
@@ -370,7 +466,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => Trainer::resume(&args.out, None, dev.clone())
             .with_context(|| format!("resuming {}", args.out.display()))?,
         Some(params) => {
-            let cfg = args.train_config(params.config().num_hidden_layers)?;
+            let cfg = args.train_config(params.layers())?;
             std::fs::create_dir_all(&args.out)?;
             std::fs::write(&args_path, serde_json::to_string_pretty(&args)? + "\n")
                 .with_context(|| format!("writing {}", args_path.display()))?;
@@ -379,8 +475,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     data.batcher.skip(trainer.step())?;
     tracing::info!(
-        sequences = data.batcher.sequences_per_epoch(),
-        steps_per_epoch = data.batcher.steps_per_epoch(),
+        family = family.name(),
+        steps_per_epoch = data.steps_per_epoch,
         "data ready"
     );
 
@@ -399,7 +495,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.set_position(trainer.step() as u64);
     let mut last_eval = None;
     let mut smooth: Option<f64> = None;
-    trainer.run(&mut data.batcher, &data.eval, until, &mut |r| {
+    trainer.run(data.batcher.as_mut(), &data.eval, until, &mut |r| {
         if r.eval_loss.is_some() {
             last_eval = r.eval_loss;
         }

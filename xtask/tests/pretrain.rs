@@ -1,5 +1,6 @@
-//! `cargo xtask pretrain` end to end on the bundled corpus with a tiny model: two-stage training,
-//! a run stopped and resumed equals an uninterrupted one, `--init` continues from a checkpoint.
+//! `cargo xtask pretrain` end to end on the bundled corpus with a tiny BERT and a tiny GPT-2:
+//! two-stage training, a run stopped and resumed equals an uninterrupted one, `--init` continues
+//! from a checkpoint of the same family.
 
 use std::path::Path;
 use std::process::Command;
@@ -55,11 +56,27 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn pretrain_two_stage_stop_resume_and_init() {
+    two_stage_stop_resume_and_init("bert", &["vocab.txt"], "BertForMaskedLM");
+}
+
+#[test]
+fn pretrain_gpt2_two_stage_stop_resume_and_init() {
+    two_stage_stop_resume_and_init("gpt2", &["vocab.json", "merges.txt"], "GPT2LMHeadModel");
+}
+
+fn two_stage_stop_resume_and_init(arch: &str, tokenizer_files: &[&str], architecture: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let full = tmp.path().join("full");
     let split = tmp.path().join("split");
     let run = |out: &Path, extra: &[&str]| {
-        let o = xtask(&[TINY, &["--out", out.to_str().unwrap()], extra].concat());
+        let o = xtask(
+            &[
+                TINY,
+                &["--arch", arch, "--out", out.to_str().unwrap()],
+                extra,
+            ]
+            .concat(),
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o
     };
@@ -68,7 +85,7 @@ fn pretrain_two_stage_stop_resume_and_init() {
     assert!(!split.join("model").exists());
     assert_eq!(metrics(&split).last().unwrap()["step"], 4);
     // Starting again over an existing run is refused; --resume continues it.
-    let o = xtask(&[TINY, &["--out", split.to_str().unwrap()]].concat());
+    let o = xtask(&[TINY, &["--arch", arch, "--out", split.to_str().unwrap()]].concat());
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
     let o = xtask(&["--out", split.to_str().unwrap(), "--resume", "--quiet"]);
@@ -97,14 +114,15 @@ fn pretrain_two_stage_stop_resume_and_init() {
     );
     // The final model is a Hugging Face folder with the tokenizer, loadable as --init.
     let model = full.join("model");
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "vocab.txt",
-    ] {
+    for f in ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .chain(tokenizer_files)
+    {
         assert!(model.join(f).is_file(), "{f} missing");
     }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], architecture);
     let cont = tmp.path().join("cont");
     let o = xtask(&[
         "--init",
@@ -148,4 +166,23 @@ fn pretrain_refuses_a_model_whose_vocabulary_is_too_small() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("vocabulary"), "{err}");
+}
+
+#[test]
+fn pretrain_refuses_an_arch_that_contradicts_init() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hf-bert-tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = xtask(&[
+        "--init",
+        fixture.to_str().unwrap(),
+        "--arch",
+        "gpt2",
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "misuse exits 2");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--arch") && err.contains("bert"), "{err}");
+    assert!(!tmp.path().join("o").exists(), "nothing written");
 }

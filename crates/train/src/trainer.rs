@@ -1,14 +1,17 @@
-//! The pre-training loop: MLM steps with AdamW, held-out evaluation, JSON-lines metrics,
-//! atomic checkpoints with exact resume, and two-stage pre-training (spec section 8).
+//! The pre-training loop: MLM (BERT) or causal-LM (GPT-2) steps with AdamW, held-out
+//! evaluation, JSON-lines metrics, atomic checkpoints with exact resume, and two-stage
+//! pre-training (spec section 8).
 
-use crate::bert::{BertForMaskedLM, DeviceBatch, Dropout, Params, Scope, no_weight_decay};
+use crate::bert::{BertForMaskedLM, DeviceBatch, Dropout, Params, Scope};
+use crate::data::causal::{CausalBatch, CausalBatcher};
 use crate::error::io_err;
+use crate::gpt2::{CausalDeviceBatch, Gpt2LMHeadModel, Gpt2Params};
 use crate::optim::{AdamW, AdamWConfig, Schedule};
 use crate::{Result, TrainError, flops};
 use bert2bert_checkpoint::folder::{AtomicDir, copy_files, write_config, write_weights};
 use bert2bert_checkpoint::random::SplitMix64;
-use bert2bert_checkpoint::{Bert, Dtype, Model, read_model_dir};
-use candle_core::Device;
+use bert2bert_checkpoint::{Bert, Dtype, Family, Model, read_model_dir};
+use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -65,10 +68,208 @@ impl TrainBatch {
     }
 }
 
+/// A host batch of either objective: masked-LM (BERT) or next-token (GPT-2).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Batch {
+    /// Masked-language-model positions and targets.
+    Mlm(TrainBatch),
+    /// Next-token inputs and targets.
+    Causal(CausalBatch),
+}
+
+impl Batch {
+    /// Sequences and tokens per sequence.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Batch::Mlm(m) => (m.batch_size, m.seq_len),
+            Batch::Causal(c) => (c.batch_size, c.seq_len),
+        }
+    }
+
+    /// Tokens in the batch (sequences x sequence length).
+    pub fn tokens(&self) -> u64 {
+        let (b, s) = self.dims();
+        (b * s) as u64
+    }
+
+    /// Positions whose token is predicted (the weight of this batch's mean loss).
+    pub fn predicted(&self) -> usize {
+        match self {
+            Batch::Mlm(m) => m.masked.len(),
+            Batch::Causal(c) => c.n_tokens(),
+        }
+    }
+}
+
+impl From<TrainBatch> for Batch {
+    fn from(b: TrainBatch) -> Self {
+        Batch::Mlm(b)
+    }
+}
+
+impl From<CausalBatch> for Batch {
+    fn from(b: CausalBatch) -> Self {
+        Batch::Causal(b)
+    }
+}
+
+/// The weights a [`Trainer`] trains: a BERT with its MLM head or a GPT-2 with its LM head.
+// One value per training run: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum ModelParams {
+    /// `BertForMaskedLM`, trained on [`Batch::Mlm`].
+    Bert(Params),
+    /// `GPT2LMHeadModel`, trained on [`Batch::Causal`].
+    Gpt2(Gpt2Params),
+}
+
+impl From<Params> for ModelParams {
+    fn from(p: Params) -> Self {
+        ModelParams::Bert(p)
+    }
+}
+
+impl From<Gpt2Params> for ModelParams {
+    fn from(p: Gpt2Params) -> Self {
+        ModelParams::Gpt2(p)
+    }
+}
+
+/// A built candle model over [`ModelParams`].
+enum Net {
+    Bert(BertForMaskedLM),
+    Gpt2(Gpt2LMHeadModel),
+}
+
+impl ModelParams {
+    /// Exact f32 copies of a typed checkpoint's weights on `device` (BERT needs its MLM head).
+    pub fn from_model(model: &Model, device: &Device) -> Result<Self> {
+        match model {
+            Model::Bert(b) => Ok(Params::from_bert(b, device)?.into()),
+            Model::Gpt2(g) => Ok(Gpt2Params::from_gpt2(g, device)?.into()),
+        }
+    }
+
+    /// The model family.
+    pub fn family(&self) -> Family {
+        match self {
+            ModelParams::Bert(_) => Family::Bert,
+            ModelParams::Gpt2(_) => Family::Gpt2,
+        }
+    }
+
+    /// Transformer layers (BERT encoder layers, GPT-2 blocks).
+    pub fn layers(&self) -> usize {
+        match self {
+            ModelParams::Bert(p) => p.config().num_hidden_layers,
+            ModelParams::Gpt2(p) => p.config().n_layer,
+        }
+    }
+
+    /// Size of the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelParams::Bert(p) => p.config().vocab_size,
+            ModelParams::Gpt2(p) => p.config().vocab_size,
+        }
+    }
+
+    /// The longest sequence the position embeddings cover.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            ModelParams::Bert(p) => p.config().max_position_embeddings,
+            ModelParams::Gpt2(p) => p.config().n_positions,
+        }
+    }
+
+    /// All vars with their Hugging Face names, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        match self {
+            ModelParams::Bert(p) => p.named_vars(),
+            ModelParams::Gpt2(p) => p.named_vars(),
+        }
+    }
+
+    /// The BERT parameters, if this is a BERT.
+    pub fn as_bert(&self) -> Option<&Params> {
+        match self {
+            ModelParams::Bert(p) => Some(p),
+            ModelParams::Gpt2(_) => None,
+        }
+    }
+
+    /// The GPT-2 parameters, if this is a GPT-2.
+    pub fn as_gpt2(&self) -> Option<&Gpt2Params> {
+        match self {
+            ModelParams::Gpt2(p) => Some(p),
+            ModelParams::Bert(_) => None,
+        }
+    }
+
+    /// The current weights as a typed checkpoint.
+    pub fn to_model(&self) -> Result<Model> {
+        Ok(match self {
+            ModelParams::Bert(p) => Model::Bert(p.to_bert()?),
+            ModelParams::Gpt2(p) => Model::Gpt2(p.to_gpt2()?),
+        })
+    }
+
+    fn optimizer(&self, cfg: AdamWConfig) -> AdamW {
+        match self {
+            ModelParams::Bert(p) => AdamW::new(p.named_vars(), cfg, crate::bert::no_weight_decay),
+            ModelParams::Gpt2(p) => AdamW::new(p.named_vars(), cfg, crate::gpt2::no_weight_decay),
+        }
+    }
+
+    fn build(&self) -> Result<Net> {
+        Ok(match self {
+            ModelParams::Bert(p) => Net::Bert(p.model()?),
+            ModelParams::Gpt2(p) => Net::Gpt2(p.model()?),
+        })
+    }
+
+    /// Training FLOPs of one step on `batch` through sub-model `scope` ([`crate::flops`]).
+    pub fn train_flops(&self, batch: &Batch, scope: Scope) -> u64 {
+        let (b, s) = batch.dims();
+        match self {
+            ModelParams::Bert(p) => flops::train_step(p.config(), b, s, batch.predicted(), scope),
+            ModelParams::Gpt2(p) => flops::gpt2_train_step(p.config(), b, s, scope),
+        }
+    }
+}
+
+impl Net {
+    /// Mean loss of `batch` through `scope`, and the number of predicted positions.
+    fn loss(
+        &self,
+        batch: &Batch,
+        scope: Scope,
+        dropout: &mut Dropout,
+        device: &Device,
+    ) -> Result<(Tensor, usize)> {
+        match (self, batch) {
+            (Net::Bert(m), Batch::Mlm(b)) => {
+                let db = b.to_device(device)?;
+                Ok((m.loss(&db, scope, dropout)?, db.num_masked))
+            }
+            (Net::Gpt2(m), Batch::Causal(b)) => {
+                let db = CausalDeviceBatch::new(b, device)?;
+                Ok((m.loss(&db, scope, dropout)?, b.n_tokens()))
+            }
+            (Net::Bert(_), Batch::Causal(_)) => Err(TrainError::Data(
+                "a causal-LM batch was given to a BERT (masked-LM) model".into(),
+            )),
+            (Net::Gpt2(_), Batch::Mlm(_)) => Err(TrainError::Data(
+                "a masked-LM batch was given to a GPT-2 (causal-LM) model".into(),
+            )),
+        }
+    }
+}
+
 /// An endless, seeded stream of training batches.
 pub trait BatchSource {
     /// The next batch.
-    fn next_batch(&mut self) -> Result<TrainBatch>;
+    fn next_batch(&mut self) -> Result<Batch>;
 
     /// Skips `n` batches (used to resume at the exact data position).
     fn skip(&mut self, n: usize) -> Result<()> {
@@ -253,8 +454,8 @@ pub struct CarryFiles {
 /// A training run in progress.
 pub struct Trainer {
     cfg: TrainConfig,
-    params: Params,
-    model: BertForMaskedLM,
+    params: ModelParams,
+    model: Net,
     opt: AdamW,
     device: Device,
     out: PathBuf,
@@ -267,18 +468,19 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// A fresh run of `params` writing into `out` (created if needed).
+    /// A fresh run of `params` (BERT or GPT-2) writing into `out` (created if needed).
     pub fn new(
         cfg: TrainConfig,
-        params: Params,
+        params: impl Into<ModelParams>,
         device: Device,
         out: &Path,
         carry: CarryFiles,
     ) -> Result<Self> {
-        cfg.validate(params.config().num_hidden_layers)?;
+        let params = params.into();
+        cfg.validate(params.layers())?;
         std::fs::create_dir_all(out).map_err(io_err(out))?;
-        let model = params.model()?;
-        let opt = AdamW::new(params.named_vars(), cfg.adamw, no_weight_decay);
+        let model = params.build()?;
+        let opt = params.optimizer(cfg.adamw);
         Ok(Self {
             cfg,
             params,
@@ -316,11 +518,7 @@ impl Trainer {
             )));
         }
         let md = read_model_dir(&dir)?;
-        let bert = md
-            .model
-            .as_bert()
-            .ok_or_else(|| TrainError::Model("not a BERT checkpoint".into()))?;
-        let params = Params::from_bert(bert, &device)?;
+        let params = ModelParams::from_model(&md.model, &device)?;
         let carry_files: Vec<PathBuf> = md
             .other_files
             .iter()
@@ -375,7 +573,7 @@ impl Trainer {
     }
 
     /// The parameters being trained.
-    pub fn params(&self) -> &Params {
+    pub fn params(&self) -> &ModelParams {
         &self.params
     }
 
@@ -386,7 +584,7 @@ impl Trainer {
 
     /// The stage and sub-model of step `step` (0-based).
     pub fn scope_at(&self, step: usize) -> (u8, Scope) {
-        let layers = self.params.config().num_hidden_layers;
+        let layers = self.params.layers();
         match self.cfg.two_stage {
             Some(ts) if step < ts.stage1_steps => {
                 let depths = submodel_depths(layers, ts.lb);
@@ -399,11 +597,10 @@ impl Trainer {
     }
 
     /// One optimizer step on `batch`; returns the loss.
-    pub fn train_step(&mut self, batch: &TrainBatch) -> Result<f64> {
-        let db = batch.to_device(&self.device)?;
+    pub fn train_step(&mut self, batch: &Batch) -> Result<f64> {
         let (_, scope) = self.scope_at(self.step);
         let mut dropout = Dropout::train(step_seed(self.cfg.seed, self.step, 1));
-        let loss = self.model.loss(&db, scope, &mut dropout)?;
+        let (loss, _) = self.model.loss(batch, scope, &mut dropout, &self.device)?;
         let value = loss.to_scalar::<f32>()? as f64;
         if !value.is_finite() {
             return Err(TrainError::Diverged {
@@ -423,20 +620,14 @@ impl Trainer {
                 e => e,
             })?;
         self.step += 1;
-        self.tokens += (batch.batch_size * batch.seq_len) as u64;
-        self.flops += flops::train_step(
-            self.params.config(),
-            batch.batch_size,
-            batch.seq_len,
-            batch.masked.len(),
-            scope,
-        );
+        self.tokens += batch.tokens();
+        self.flops += self.params.train_flops(batch, scope);
         Ok(value)
     }
 
-    /// Mean held-out MLM loss over `batches` (weighted by predicted positions), dropout off.
-    pub fn eval_loss(&self, batches: &[TrainBatch]) -> Result<f64> {
-        eval_loss(&self.model, batches, &self.device)
+    /// Mean held-out loss over `batches` (weighted by predicted positions), dropout off.
+    pub fn eval_loss(&self, batches: &[Batch]) -> Result<f64> {
+        self.model.eval_loss(batches, &self.device)
     }
 
     /// Trains until step `until` (at most the configured total), reading batches from `source`
@@ -445,7 +636,7 @@ impl Trainer {
     pub fn run(
         &mut self,
         source: &mut dyn BatchSource,
-        eval: &[TrainBatch],
+        eval: &[Batch],
         until: usize,
         on_step: &mut dyn FnMut(&StepReport),
     ) -> Result<()> {
@@ -553,14 +744,24 @@ impl Trainer {
         std::fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
-    /// The current weights as a typed checkpoint.
+    /// The current weights as a typed BERT checkpoint (an error for GPT-2: see [`Self::to_model`]).
     pub fn to_bert(&self) -> Result<Bert> {
-        self.params.to_bert()
+        match &self.params {
+            ModelParams::Bert(p) => p.to_bert(),
+            ModelParams::Gpt2(_) => {
+                Err(TrainError::Model("the model is a GPT-2, not a BERT".into()))
+            }
+        }
+    }
+
+    /// The current weights as a typed checkpoint.
+    pub fn to_model(&self) -> Result<Model> {
+        self.params.to_model()
     }
 
     /// Writes the current weights as a Hugging Face folder at `dir` (atomically, replacing it).
     pub fn save_model(&self, dir: &Path) -> Result<PathBuf> {
-        let model = Model::Bert(self.params.to_bert()?);
+        let model = self.params.to_model()?;
         let tmp = AtomicDir::new(dir, true)?;
         write_weights(tmp.path(), &model, Dtype::F32)?;
         write_config(tmp.path(), &model, Dtype::F32)?;
@@ -572,7 +773,7 @@ impl Trainer {
     /// moments and trainer state, atomically.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
         let dir = self.out.join(CHECKPOINT_DIR);
-        let model = Model::Bert(self.params.to_bert()?);
+        let model = self.params.to_model()?;
         let tmp = AtomicDir::new(&dir, true)?;
         write_weights(tmp.path(), &model, Dtype::F32)?;
         write_config(tmp.path(), &model, Dtype::F32)?;
@@ -596,21 +797,33 @@ impl Trainer {
     }
 }
 
-/// Mean MLM loss of `model` over `batches` (weighted by predicted positions), dropout off.
-pub fn eval_loss(model: &BertForMaskedLM, batches: &[TrainBatch], device: &Device) -> Result<f64> {
-    let mut sum = 0.0;
-    let mut count = 0usize;
-    let scope = Scope::full(model.num_layers());
-    for b in batches {
-        let db = b.to_device(device)?;
-        let loss = model.loss(&db, scope, &mut Dropout::eval())?.detach();
-        sum += loss.to_scalar::<f32>()? as f64 * db.num_masked as f64;
-        count += db.num_masked;
+impl Net {
+    fn layers(&self) -> usize {
+        match self {
+            Net::Bert(m) => m.num_layers(),
+            Net::Gpt2(m) => m.num_layers(),
+        }
     }
-    if count == 0 {
-        return Err(TrainError::Data("no held-out positions to evaluate".into()));
+
+    fn eval_loss(&self, batches: &[Batch], device: &Device) -> Result<f64> {
+        let mut sum = 0.0;
+        let mut count = 0usize;
+        let scope = Scope::full(self.layers());
+        for b in batches {
+            let (loss, n) = self.loss(b, scope, &mut Dropout::eval(), device)?;
+            sum += loss.detach().to_scalar::<f32>()? as f64 * n as f64;
+            count += n;
+        }
+        if count == 0 {
+            return Err(TrainError::Data("no held-out positions to evaluate".into()));
+        }
+        Ok(sum / count as f64)
     }
-    Ok(sum / count as f64)
+}
+
+/// Mean held-out loss of `params` over `batches` (weighted by predicted positions), dropout off.
+pub fn eval_loss(params: &ModelParams, batches: &[Batch], device: &Device) -> Result<f64> {
+    params.build()?.eval_loss(batches, device)
 }
 
 /// Reads a metrics log.
@@ -649,8 +862,9 @@ impl SyntheticBatches {
     }
 }
 
-impl BatchSource for SyntheticBatches {
-    fn next_batch(&mut self) -> Result<TrainBatch> {
+impl SyntheticBatches {
+    /// The next masked batch.
+    pub fn next_mlm(&mut self) -> TrainBatch {
         let n = self.batch_size * self.seq_len;
         // Ids 0..5 are the special tokens of the bundled vocabulary; 4 is [MASK].
         let low = 5.min(self.vocab - 1);
@@ -671,7 +885,7 @@ impl BatchSource for SyntheticBatches {
             labels[0] = input_ids[0] as i64;
             masked.push(0);
         }
-        Ok(TrainBatch {
+        TrainBatch {
             input_ids,
             token_type_ids: vec![0; n],
             attention_mask: vec![1; n],
@@ -679,7 +893,13 @@ impl BatchSource for SyntheticBatches {
             masked,
             batch_size: self.batch_size,
             seq_len: self.seq_len,
-        })
+        }
+    }
+}
+
+impl BatchSource for SyntheticBatches {
+    fn next_batch(&mut self) -> Result<Batch> {
+        Ok(Batch::Mlm(self.next_mlm()))
     }
 }
 
@@ -698,7 +918,13 @@ impl From<crate::data::MlmBatch> for TrainBatch {
 }
 
 impl BatchSource for crate::data::MlmBatcher {
-    fn next_batch(&mut self) -> Result<TrainBatch> {
-        Ok(crate::data::MlmBatcher::next_batch(self).into())
+    fn next_batch(&mut self) -> Result<Batch> {
+        Ok(Batch::Mlm(crate::data::MlmBatcher::next_batch(self).into()))
+    }
+}
+
+impl BatchSource for CausalBatcher {
+    fn next_batch(&mut self) -> Result<Batch> {
+        Ok(Batch::Causal(CausalBatcher::next_batch(self)))
     }
 }

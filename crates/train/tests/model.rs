@@ -4,7 +4,7 @@
 use bert2bert_checkpoint::random::{Heads, Init};
 use bert2bert_checkpoint::{Bert, BertConfig, read_model_dir};
 use bert2bert_train::bert::{DeviceBatch, Dropout, Params, Scope};
-use bert2bert_train::trainer::{BatchSource, SyntheticBatches};
+use bert2bert_train::trainer::SyntheticBatches;
 use candle_core::{Device, Tensor};
 use std::path::PathBuf;
 
@@ -84,7 +84,7 @@ fn every_parameter_gets_a_nonzero_gradient() -> anyhow::Result<()> {
     let params = Params::from_bert(&bert, &Device::Cpu)?;
     let model = params.model()?;
     let batch = SyntheticBatches::new(64, 4, 16, 3)
-        .next_batch()?
+        .next_mlm()
         .to_device(&Device::Cpu)?;
     let loss = model.loss(
         &batch,
@@ -118,7 +118,7 @@ fn gradient_matches_finite_differences() -> anyhow::Result<()> {
     let params = Params::from_bert(&bert, &Device::Cpu)?;
     let model = params.model()?;
     let batch = SyntheticBatches::new(64, 2, 8, 9)
-        .next_batch()?
+        .next_mlm()
         .to_device(&Device::Cpu)?;
     let scope = Scope::full(2);
     let loss = |m: &bert2bert_train::bert::BertForMaskedLM| -> anyhow::Result<f64> {
@@ -202,7 +202,7 @@ fn dropout_is_real_in_training_and_off_in_eval() -> anyhow::Result<()> {
     let bert = Bert::random(&cfg, Heads::MLM, Init::TEST, 2);
     let model = Params::from_bert(&bert, &Device::Cpu)?.model()?;
     let batch = SyntheticBatches::new(64, 4, 16, 3)
-        .next_batch()?
+        .next_mlm()
         .to_device(&Device::Cpu)?;
     let scope = Scope::full(2);
     let run = |d: &mut Dropout| -> anyhow::Result<f32> {
@@ -238,7 +238,7 @@ fn stage1_backward_does_not_reach_the_frozen_part() -> anyhow::Result<()> {
     let params = Params::from_bert(&bert, &Device::Cpu)?;
     let model = params.model()?;
     let batch = SyntheticBatches::new(64, 2, 16, 3)
-        .next_batch()?
+        .next_mlm()
         .to_device(&Device::Cpu)?;
     // Sub-model of depth 2 training its top layer (layer 1); layer 2 is not run.
     let grads = model

@@ -8,8 +8,8 @@ use bert2bert_train::bert::{Params, Scope};
 use bert2bert_train::flops;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
-    BatchSource, CHECKPOINT_DIR, CarryFiles, METRICS_FILE, MODEL_DIR, SyntheticBatches, TrainBatch,
-    TrainConfig, Trainer, TwoStage, read_metrics, submodel_depths,
+    Batch, BatchSource, CHECKPOINT_DIR, CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams,
+    SyntheticBatches, TrainConfig, Trainer, TwoStage, read_metrics, submodel_depths,
 };
 use candle_core::Device;
 use std::collections::BTreeMap;
@@ -43,12 +43,12 @@ fn source() -> SyntheticBatches {
     SyntheticBatches::new(VOCAB, 4, 16, 5)
 }
 
-fn eval_set() -> Vec<TrainBatch> {
+fn eval_set() -> Vec<Batch> {
     let mut s = SyntheticBatches::new(VOCAB, 4, 16, 99);
     (0..2).map(|_| s.next_batch().unwrap()).collect()
 }
 
-fn snapshot(params: &Params) -> BTreeMap<String, Vec<f32>> {
+fn snapshot(params: &ModelParams) -> BTreeMap<String, Vec<f32>> {
     params
         .named_vars()
         .into_iter()
@@ -303,9 +303,9 @@ fn bad_settings_are_refused() {
 /// Training on a learnable stream (every sequence the same few tokens) drives the loss down.
 #[test]
 fn loss_falls_on_a_learnable_batch() -> anyhow::Result<()> {
-    struct Repeat(TrainBatch);
+    struct Repeat(Batch);
     impl BatchSource for Repeat {
-        fn next_batch(&mut self) -> bert2bert_train::Result<TrainBatch> {
+        fn next_batch(&mut self) -> bert2bert_train::Result<Batch> {
             Ok(self.0.clone())
         }
     }
@@ -320,5 +320,60 @@ fn loss_falls_on_a_learnable_batch() -> anyhow::Result<()> {
     t.run(&mut Repeat(batch), &eval, usize::MAX, &mut |_| {})?;
     let after = t.eval_loss(&eval)?;
     assert!(after < before - 1.0, "loss {before} -> {after}");
+    Ok(())
+}
+
+/// The trainer runs GPT-2 on causal batches, refuses masked batches for it, and its stage-1
+/// steps train only the sampled sub-model's top block and `ln_f` (the tied head stays frozen).
+#[test]
+fn gpt2_trains_on_causal_batches_only() -> anyhow::Result<()> {
+    use bert2bert_checkpoint::Gpt2Config;
+    use bert2bert_train::data::causal::{CausalBatcher, CausalConfig};
+    use bert2bert_train::gpt2::Gpt2Params;
+    let dir = tempfile::tempdir()?;
+    let cfg = Gpt2Config::new(VOCAB, 16, 3, 2, 16);
+    let params = Gpt2Params::fresh(&cfg, 2, &Device::Cpu)?;
+    let ts = TwoStage {
+        lb: 1,
+        stage1_steps: 4,
+    };
+    let mut t = Trainer::new(
+        train_config(6, Some(ts)),
+        params,
+        Device::Cpu,
+        dir.path(),
+        CarryFiles::default(),
+    )?;
+    let mlm = source().next_batch()?;
+    let err = t.train_step(&mlm).unwrap_err().to_string();
+    assert!(err.contains("masked-LM batch"), "{err}");
+    let stream: Vec<u32> = (0..400u32).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+    let mut src = CausalBatcher::new(
+        stream,
+        CausalConfig {
+            seq_len: 16,
+            batch_size: 2,
+            vocab_size: VOCAB,
+            seed: 1,
+        },
+    )?;
+    for step in 0..4 {
+        let (stage, scope) = t.scope_at(step);
+        assert_eq!(stage, 1);
+        let before = snapshot(t.params());
+        t.train_step(&src.next_batch().into())?;
+        let after = snapshot(t.params());
+        let top = scope.layers - 1;
+        for (name, b) in &before {
+            let expect = name.starts_with(&format!("transformer.h.{top}."))
+                || name.starts_with("transformer.ln_f.");
+            assert_eq!(b != &after[name], expect, "step {step}: `{name}`");
+        }
+    }
+    assert_eq!(t.step(), 4);
+    assert!(matches!(
+        t.to_model()?,
+        bert2bert_checkpoint::Model::Gpt2(_)
+    ));
     Ok(())
 }
