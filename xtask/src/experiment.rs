@@ -1,7 +1,8 @@
 //! `cargo xtask experiment`: the paper's saving table (spec section 9) in miniature.
 //!
 //! Every method trains the same target shape on the same data, optimizer, batch, sequence length
-//! and learning-rate schedule; the held-out MLM loss is logged against training FLOPs, and the
+//! and learning-rate schedule; the held-out loss (masked-LM for BERT settings, next-token for
+//! GPT-2 settings) is logged against training FLOPs, and the
 //! saving is read off where each curve crosses the scratch model's final loss. Runs live in
 //! `<out>/runs/<name>/` (ordinary `pretrain`-style output folders), so an interrupted experiment
 //! resumes every run from its last checkpoint and skips the finished ones. See
@@ -10,26 +11,24 @@
 mod plot;
 mod summary;
 
-use crate::pretrain::{DeviceKind, device};
+use crate::pretrain::{Arch, DeviceKind, Streams, default_tokenizer_dir, device};
 use crate::workspace_root;
 use anyhow::{Context, bail};
-use bert2bert_checkpoint::{Bert, BertConfig, read_model_dir};
-use bert2bert_expand::{GrowOptions, Method as GrowMethod, Target, baselines, grow};
+use bert2bert_checkpoint::{Bert, BertConfig, Gpt2Config, Model, read_model_dir};
+use bert2bert_expand::{GrowOptions, MapKind, Method as GrowMethod, Target, baselines, grow};
 use bert2bert_train::bert::Params;
-use bert2bert_train::data::{
-    MlmBatcher, MlmConfig, SpecialIds, default_assets_dir, eval_batches, load_corpus,
-    load_tokenizer,
-};
+use bert2bert_train::data::causal::END_OF_TEXT_ID;
+use bert2bert_train::data::{default_assets_dir, load_tokenizer};
+use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
-    Batch, BatchSource, CHECKPOINT_DIR, CarryFiles, METRICS_FILE, MODEL_DIR, Metrics, STATE_FILE,
-    TrainConfig, Trainer, TrainerState, TwoStage, read_metrics,
+    Batch, BatchSource, CHECKPOINT_DIR, CarryFiles, METRICS_FILE, MODEL_DIR, Metrics, ModelParams,
+    STATE_FILE, TrainConfig, Trainer, TrainerState, TwoStage, read_metrics,
 };
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The plan of an experiment, stored as `<out>/experiment.json` (a re-run must match it).
 pub const PLAN_FILE: &str = "experiment.json";
@@ -48,6 +47,8 @@ pub enum Preset {
     Mini,
     /// A bigger run for one CUDA GPU (`--device cuda`, a build with `--features cuda`).
     Gpu,
+    /// The `mini` budget for GPT-2: the bundled 4 x 128 GPT-2 grown to 4 x 192.
+    Gpt2Mini,
 }
 
 impl Preset {
@@ -57,6 +58,7 @@ impl Preset {
             Self::Smoke => "smoke",
             Self::Mini => "mini",
             Self::Gpu => "gpu",
+            Self::Gpt2Mini => "gpt2-mini",
         }
     }
 }
@@ -73,6 +75,8 @@ pub enum Method {
     StackBert,
     /// Function-preserving initialisation.
     Fpi,
+    /// FPI with the exact map (GPT-2: copies + mean-units, function-preserving at any ratio).
+    Exact,
     /// Advanced knowledge initialisation.
     Aki,
     /// AKI plus two-stage pre-training.
@@ -87,6 +91,7 @@ impl Method {
             Self::DirectCopy => "directcopy",
             Self::StackBert => "stackbert",
             Self::Fpi => "fpi",
+            Self::Exact => "exact",
             Self::Aki => "aki",
             Self::Bert2Bert => "bert2bert",
         }
@@ -99,6 +104,7 @@ impl Method {
             Self::DirectCopy => "DirectCopy",
             Self::StackBert => "StackBERT",
             Self::Fpi => "FPI",
+            Self::Exact => "FPI, exact map",
             Self::Aki => "AKI",
             Self::Bert2Bert => "bert2BERT (AKI + two-stage)",
         }
@@ -110,7 +116,7 @@ impl Method {
     }
 }
 
-/// A BERT shape.
+/// A model shape (BERT or GPT-2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shape {
     /// Encoder layers.
@@ -153,8 +159,31 @@ impl Shape {
         }
     }
 
-    fn config(self, base: &BertConfig) -> BertConfig {
-        base.with_shape(self.layers, self.hidden, self.heads, self.ffn)
+    /// A fresh model of this shape with `base`'s other settings, seeded.
+    fn fresh(self, base: &BaseConfig, seed: u64, dev: &Device) -> anyhow::Result<ModelParams> {
+        Ok(match base {
+            BaseConfig::Bert(b) => {
+                let c = b.with_shape(self.layers, self.hidden, self.heads, self.ffn);
+                Params::fresh(&c, seed, dev)?.into()
+            }
+            BaseConfig::Gpt2(g) => {
+                let c = g.with_shape(self.layers, self.hidden, self.heads, self.ffn);
+                Gpt2Params::fresh(&c, seed, dev)?.into()
+            }
+        })
+    }
+
+    /// The shape of a model.
+    pub fn of_model(m: &Model) -> Self {
+        match m {
+            Model::Bert(b) => Self::of(&b.config),
+            Model::Gpt2(g) => Self {
+                layers: g.config.n_layer,
+                hidden: g.config.n_embd,
+                heads: g.config.n_head,
+                ffn: g.config.inner_dim(),
+            },
+        }
     }
 
     /// `LxD`, as in run names.
@@ -197,6 +226,9 @@ pub enum SourceSpec {
 pub struct SettingPlan {
     /// Short name (file names).
     pub name: String,
+    /// Model family (and with it objective, tokenizer and data) of every run in the setting.
+    #[serde(default)]
+    pub arch: Arch,
     /// Title in tables and plots.
     pub title: String,
     /// The source.
@@ -208,6 +240,16 @@ pub struct SettingPlan {
     /// Seeds of every run in this setting.
     pub seeds: Vec<u64>,
 }
+
+/// The methods of a GPT-2 setting: DirectCopy and StackBERT are BERT baselines, and FPI is run
+/// both with the paper's map (not exact at a 1.5x ratio for a pre-LN model) and the exact one.
+const GPT2_METHODS: [Method; 5] = [
+    Method::Scratch,
+    Method::Fpi,
+    Method::Exact,
+    Method::Aki,
+    Method::Bert2Bert,
+];
 
 /// Everything that determines an experiment's numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -277,6 +319,7 @@ impl Plan {
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
+                            arch: Arch::Bert,
                             title: "width 2 x 32 -> 2 x 48".into(),
                             source: src.clone(),
                             target: Shape::new(2, 48, 16),
@@ -285,13 +328,57 @@ impl Plan {
                         },
                         SettingPlan {
                             name: "depth".into(),
+                            arch: Arch::Bert,
                             title: "width and depth 2 x 32 -> 4 x 48".into(),
                             source: src,
                             target: Shape::new(4, 48, 16),
                             methods: vec![Method::Scratch, Method::Fpi, Method::Bert2Bert],
                             seeds: vec![0],
                         },
+                        SettingPlan {
+                            name: "gpt2".into(),
+                            arch: Arch::Gpt2,
+                            title: "GPT-2 width 2 x 32 -> 2 x 48".into(),
+                            source: SourceSpec::Pretrain {
+                                shape: Shape::new(2, 32, 16),
+                                steps: 40,
+                            },
+                            target: Shape::new(2, 48, 16),
+                            methods: GPT2_METHODS.to_vec(),
+                            seeds: vec![0],
+                        },
                     ],
+                }
+            }
+            Preset::Gpt2Mini => {
+                // mini's budget and target width for the decoder: the bundled 4 x 128 GPT-2
+                // (trained like the bundled BERT) grown 1.5x wider, the paper's GPT setting.
+                let steps = 700;
+                Self {
+                    preset,
+                    batch_size: 32,
+                    seq_len: 64,
+                    steps,
+                    lr: 1e-3,
+                    warmup_frac: 0.05,
+                    eval_every: 25,
+                    eval_sequences: 128,
+                    checkpoint_every: 100,
+                    lb: 1,
+                    stage1_steps: steps / 8,
+                    stack_steps: steps / 4,
+                    source_seed: 1000,
+                    settings: vec![SettingPlan {
+                        name: "gpt2".into(),
+                        arch: Arch::Gpt2,
+                        title: "GPT-2 width 4 x 128 -> 4 x 192".into(),
+                        source: SourceSpec::Folder {
+                            path: "assets/bundled-gpt2".into(),
+                        },
+                        target: Shape::new(4, 192, 64),
+                        methods: GPT2_METHODS.to_vec(),
+                        seeds: vec![0, 1],
+                    }],
                 }
             }
             Preset::Mini => {
@@ -315,6 +402,7 @@ impl Plan {
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
+                            arch: Arch::Bert,
                             title: "width 4 x 128 -> 4 x 192".into(),
                             source: SourceSpec::Folder {
                                 path: "assets/bundled-bert".into(),
@@ -325,6 +413,7 @@ impl Plan {
                         },
                         SettingPlan {
                             name: "depth".into(),
+                            arch: Arch::Bert,
                             title: "width and depth 2 x 128 -> 4 x 192".into(),
                             source: SourceSpec::Pretrain {
                                 shape: Shape::new(2, 128, 64),
@@ -358,6 +447,7 @@ impl Plan {
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
+                            arch: Arch::Bert,
                             title: "width 6 x 256 -> 6 x 384".into(),
                             source: SourceSpec::Pretrain {
                                 shape: Shape::new(6, 256, 64),
@@ -369,6 +459,7 @@ impl Plan {
                         },
                         SettingPlan {
                             name: "depth".into(),
+                            arch: Arch::Bert,
                             title: "width and depth 3 x 256 -> 6 x 384".into(),
                             source: SourceSpec::Pretrain {
                                 shape: Shape::new(3, 256, 64),
@@ -444,6 +535,19 @@ impl Plan {
             if s.seeds.is_empty() {
                 bail!("setting {}: no seeds", s.name);
             }
+            let bert_only = [Method::DirectCopy, Method::StackBert];
+            if s.arch == Arch::Gpt2 && s.methods.iter().any(|m| bert_only.contains(m)) {
+                bail!(
+                    "setting {}: DirectCopy and StackBERT are BERT baselines, not run for GPT-2",
+                    s.name
+                );
+            }
+            if s.arch == Arch::Bert && s.methods.contains(&Method::Exact) {
+                bail!(
+                    "setting {}: the exact map is for pre-LN models (GPT-2), not BERT",
+                    s.name
+                );
+            }
             if s.methods.contains(&Method::StackBert) && s.target.layers < 2 {
                 bail!(
                     "setting {}: StackBERT needs at least 2 target layers",
@@ -498,47 +602,43 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// The data every run shares.
-struct Data {
-    train: Arc<[u32]>,
-    eval: Vec<Batch>,
-    special: SpecialIds,
-    vocab: usize,
+/// The data every run of one family shares: the tokenized corpus (each run draws its own
+/// seeded order from it) and the fixed held-out set.
+struct FamilyData {
+    arch: Arch,
+    streams: Streams,
     tokenizer_dir: PathBuf,
+    vocab: usize,
+    eval: Vec<Batch>,
 }
 
-impl Data {
-    fn load(assets: &Path, plan: &Plan) -> anyhow::Result<Self> {
-        let tokenizer_dir = assets.join("tokenizer");
-        let tok_path = tokenizer_dir.join("tokenizer.json");
-        let tokenizer = load_tokenizer(&tok_path)?;
-        let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
-        let vocab = tokenizer.get_vocab_size(true);
-        let corpus = load_corpus(assets, &tokenizer)?;
-        // Fixed evaluation masks (seed 0 for every run), as in `cargo xtask pretrain`.
-        let cfg = MlmConfig {
-            special,
-            ..MlmConfig::new(plan.seq_len, 32, vocab, 0)
-        };
-        let eval = eval_batches(&corpus.valid, &cfg, plan.eval_sequences)?
-            .into_iter()
-            .map(|b| Batch::Mlm(b.into()))
-            .collect();
+impl FamilyData {
+    fn load(assets: &Path, plan: &Plan, arch: Arch) -> anyhow::Result<Self> {
+        let tokenizer_dir = default_tokenizer_dir(assets, arch.family());
+        let vocab = load_tokenizer(&tokenizer_dir.join("tokenizer.json"))?.get_vocab_size(true);
+        let streams = Streams::load(arch.family(), assets, &tokenizer_dir, vocab)?;
+        // Fixed evaluation set (seed 0 for every run), as in `cargo xtask pretrain`.
+        let eval = streams.eval(vocab, plan.seq_len, plan.eval_sequences)?;
         Ok(Self {
-            train: corpus.train.into(),
-            eval,
-            special,
-            vocab,
+            arch,
+            streams,
             tokenizer_dir,
+            vocab,
+            eval,
         })
     }
 
-    fn batcher(&self, plan: &Plan, vocab: usize, seed: u64) -> anyhow::Result<MlmBatcher> {
-        let cfg = MlmConfig {
-            special: self.special,
-            ..MlmConfig::new(plan.seq_len, plan.batch_size, vocab, seed)
-        };
-        Ok(MlmBatcher::new(self.train.clone(), cfg)?)
+    /// Training batches of `plan`'s size for a model of `vocab` tokens, seeded.
+    fn batcher(
+        &self,
+        plan: &Plan,
+        vocab: usize,
+        seed: u64,
+    ) -> anyhow::Result<Box<dyn BatchSource>> {
+        Ok(self
+            .streams
+            .batcher(vocab, plan.batch_size, plan.seq_len, seed)?
+            .0)
     }
 
     fn carry(&self) -> anyhow::Result<CarryFiles> {
@@ -548,6 +648,8 @@ impl Data {
             "tokenizer_config.json",
             "special_tokens_map.json",
             "vocab.txt",
+            "vocab.json",
+            "merges.txt",
         ] {
             if self.tokenizer_dir.join(name).is_file() {
                 files.push(PathBuf::from(name));
@@ -560,26 +662,38 @@ impl Data {
     }
 }
 
+/// `LxD` for BERT, `gpt2-LxD` for GPT-2: the model part of run names.
+fn model_tag(arch: Arch, shape: Shape) -> String {
+    match arch {
+        Arch::Bert => shape.short(),
+        Arch::Gpt2 => format!("gpt2-{}", shape.short()),
+    }
+}
+
 /// The name of a run's folder under `<out>/runs/`.
 pub fn run_name(setting: &SettingPlan, method: Method, seed: u64) -> String {
     match method {
         // Scratch and StackBERT do not depend on the source: settings with the same target share them.
         Method::Scratch | Method::StackBert => {
-            format!("{}-{}-s{seed}", method.name(), setting.target.short())
+            format!(
+                "{}-{}-s{seed}",
+                method.name(),
+                model_tag(setting.arch, setting.target)
+            )
         }
         _ => format!("{}-{}-s{seed}", setting.name, method.name()),
     }
 }
 
 /// The name of the run that pre-trains a source inside the experiment.
-pub fn source_run_name(shape: Shape) -> String {
-    format!("source-{}", shape.short())
+pub fn source_run_name(arch: Arch, shape: Shape) -> String {
+    format!("source-{}", model_tag(arch, shape))
 }
 
 /// Runs the training of one experiment.
 struct Runner<'a> {
     plan: &'a Plan,
-    data: &'a Data,
+    data: &'a FamilyData,
     dev: Device,
     runs: PathBuf,
     stop_at: Option<usize>,
@@ -643,7 +757,7 @@ impl Runner<'_> {
         batcher.skip(trainer.step())?;
         let bar = self.bar(name, cfg.steps, trainer.step());
         let mut last_eval = None;
-        trainer.run(&mut batcher, &self.data.eval, stop, &mut |r| {
+        trainer.run(batcher.as_mut(), &self.data.eval, stop, &mut |r| {
             if r.eval_loss.is_some() {
                 last_eval = r.eval_loss;
             }
@@ -666,7 +780,7 @@ impl Runner<'_> {
         name: &str,
         cfg: &TrainConfig,
         until: usize,
-        init: &dyn Fn() -> anyhow::Result<Params>,
+        init: &dyn Fn() -> anyhow::Result<ModelParams>,
     ) -> anyhow::Result<bool> {
         let dir = self.runs.join(name);
         let mut trainer = if dir.join(CHECKPOINT_DIR).join(STATE_FILE).is_file() {
@@ -716,7 +830,7 @@ impl Runner<'_> {
             let p1 = format!("{name}/phase1");
             // Phase 1 runs on the whole run's schedule and stops where stacking happens.
             let done = self.train(&p1, &cfg, plan.stack_steps, &|| {
-                Ok(Params::fresh(&half, seed, &self.dev)?)
+                Ok(Params::fresh(&half, seed, &self.dev)?.into())
             })?;
             if !done {
                 return Ok(false);
@@ -779,24 +893,72 @@ impl Runner<'_> {
 
 /// A source model ready to grow, with its pre-training cost.
 struct Source {
-    bert: Bert,
+    model: Model,
     flops: Option<u64>,
     final_loss: Option<f64>,
     origin: String,
 }
 
+/// The fresh-model settings of a family: everything but the shape.
+enum BaseConfig {
+    Bert(BertConfig),
+    Gpt2(Gpt2Config),
+}
+
+impl BaseConfig {
+    fn new(arch: Arch, vocab: usize, seq_len: usize) -> Self {
+        match arch {
+            Arch::Bert => {
+                let mut c = BertConfig::new(vocab, 32, 1, 1, 32, seq_len);
+                c.raw.insert("pad_token_id".into(), 0.into());
+                Self::Bert(c)
+            }
+            Arch::Gpt2 => {
+                let mut c = Gpt2Config::new(vocab, 32, 1, 1, seq_len);
+                for k in ["bos_token_id", "eos_token_id"] {
+                    c.raw.insert(k.into(), END_OF_TEXT_ID.into());
+                }
+                Self::Gpt2(c)
+            }
+        }
+    }
+}
+
+/// A model folder of family `arch`.
+fn load_model(dir: &Path, arch: Arch) -> anyhow::Result<Model> {
+    let md = read_model_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if md.model.family() != arch.family() {
+        bail!(
+            "{}: a {} checkpoint, the setting trains {}",
+            dir.display(),
+            md.model.family().name(),
+            arch.family().name()
+        );
+    }
+    Ok(md.model)
+}
+
+/// Trainable parameters of a checkpoint: BERT gets a fresh MLM head if it has none.
+fn params_of(model: &Model, seed: u64, dev: &Device) -> anyhow::Result<ModelParams> {
+    Ok(match model {
+        Model::Bert(b) => Params::with_fresh_head(b, seed, dev)?.into(),
+        Model::Gpt2(g) => Gpt2Params::from_gpt2(g, dev)?.into(),
+    })
+}
+
 fn source_of(
     spec: &SourceSpec,
+    arch: Arch,
     runner: &Runner,
     root: &Path,
-    base: &BertConfig,
+    base: &BaseConfig,
 ) -> anyhow::Result<Option<Source>> {
     match spec {
         SourceSpec::Folder { path } => {
             let dir = root.join(path);
-            let bert = load_bert(&dir).with_context(|| {
+            let model = load_model(&dir, arch).with_context(|| {
                 format!(
-                    "the source model {} is missing or unreadable (the bundled model: see \
+                    "the source model {} is missing or unreadable (the bundled models: see \
                      assets/README.md)",
                     dir.display()
                 )
@@ -814,14 +976,14 @@ fn source_of(
                 .as_ref()
                 .and_then(|m| m.iter().rev().find_map(|x| x.eval_loss));
             Ok(Some(Source {
-                bert,
+                model,
                 flops: last.map(|m| m.flops),
                 final_loss,
                 origin: path.display().to_string(),
             }))
         }
         SourceSpec::Pretrain { shape, steps } => {
-            let name = source_run_name(*shape);
+            let name = source_run_name(arch, *shape);
             // `--stop-at` stops the target runs; a source trains to the end first.
             let runner = &Runner {
                 stop_at: None,
@@ -832,13 +994,8 @@ fn source_of(
             let cfg = runner
                 .plan
                 .train_config(*steps, runner.plan.source_seed, false);
-            let src_cfg = shape.config(base);
             let done = runner.train(&name, &cfg, *steps, &|| {
-                Ok(Params::fresh(
-                    &src_cfg,
-                    runner.plan.source_seed,
-                    &runner.dev,
-                )?)
+                shape.fresh(base, runner.plan.source_seed, &runner.dev)
             })?;
             if !done {
                 return Ok(None);
@@ -846,7 +1003,7 @@ fn source_of(
             let dir = runner.runs.join(&name);
             let metrics = read_metrics(&dir.join(METRICS_FILE))?;
             Ok(Some(Source {
-                bert: load_bert(&dir.join(MODEL_DIR))?,
+                model: load_model(&dir.join(MODEL_DIR), arch)?,
                 flops: metrics.last().map(|m| m.flops),
                 final_loss: metrics.iter().rev().find_map(|m| m.eval_loss),
                 origin: format!("runs/{name} (pre-trained here, {steps} steps)"),
@@ -971,8 +1128,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The source's loss on the experiment's held-out set.
-fn source_eval(bert: &Bert, data: &Data, dev: &Device) -> anyhow::Result<f64> {
-    let params = Params::with_fresh_head(bert, 0, dev)?.into();
+fn source_eval(model: &Model, data: &FamilyData, dev: &Device) -> anyhow::Result<f64> {
+    let params = params_of(model, 0, dev)?;
     Ok(bert2bert_train::trainer::eval_loss(
         &params, &data.eval, dev,
     )?)
@@ -980,94 +1137,115 @@ fn source_eval(bert: &Bert, data: &Data, dev: &Device) -> anyhow::Result<f64> {
 
 fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Result<()> {
     let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
-    let data = Data::load(&assets, plan)?;
-    let runner = Runner {
-        plan,
-        data: &data,
-        dev: device(args.device)?,
-        runs: out.join("runs"),
-        stop_at: args.stop_at,
-        quiet: args.quiet,
-    };
-    let base = {
-        let mut c = BertConfig::new(data.vocab, 32, 1, 1, 32, plan.seq_len);
-        c.raw.insert("pad_token_id".into(), 0.into());
-        c
-    };
+    let dev = device(args.device)?;
+    let mut data: Vec<FamilyData> = Vec::new();
     let mut infos = Vec::new();
     let mut complete = true;
     for setting in &plan.settings {
-        let Some(src) = source_of(&setting.source, &runner, root, &base)? else {
+        let arch = setting.arch;
+        // Each family's corpus is tokenized once, when its first setting comes.
+        let k = match data.iter().position(|d| d.arch == arch) {
+            Some(k) => k,
+            None => {
+                data.push(FamilyData::load(&assets, plan, arch)?);
+                data.len() - 1
+            }
+        };
+        let data = &data[k];
+        let runner = Runner {
+            plan,
+            data,
+            dev: dev.clone(),
+            runs: out.join("runs"),
+            stop_at: args.stop_at,
+            quiet: args.quiet,
+        };
+        let base = BaseConfig::new(arch, data.vocab, plan.seq_len);
+        let Some(src) = source_of(&setting.source, arch, &runner, root, &base)? else {
             complete = false;
             infos.push(None);
             continue;
         };
-        let sc = &src.bert.config;
+        let src_params = params_of(&src.model, 0, &runner.dev)?;
         infos.push(Some(SourceInfo {
-            shape: Shape::of(sc),
+            shape: Shape::of_model(&src.model),
             origin: src.origin.clone(),
             flops: src.flops,
             final_loss: src.final_loss,
-            eval_loss: Some(source_eval(&src.bert, &data, &runner.dev)?),
+            eval_loss: Some(source_eval(&src.model, data, &runner.dev)?),
         }));
         std::fs::write(
             out.join(SOURCES_FILE),
             serde_json::to_string_pretty(&infos)? + "\n",
         )?;
-        if sc.max_position_embeddings < plan.seq_len {
+        if src_params.max_positions() < plan.seq_len {
             bail!(
                 "the source of setting {} has {} positions, the experiment uses sequences of {}",
                 setting.name,
-                sc.max_position_embeddings,
+                src_params.max_positions(),
                 plan.seq_len
             );
         }
-        if sc.vocab_size < data.vocab {
+        if src_params.vocab_size() < data.vocab {
             bail!(
                 "the source of setting {} has a vocabulary of {}, the tokenizer {}",
                 setting.name,
-                sc.vocab_size,
+                src_params.vocab_size(),
                 data.vocab
             );
         }
-        let target_cfg = setting.target.config(sc);
+        drop(src_params);
         let target = setting.target.target();
         for &seed in &setting.seeds {
             for &method in &setting.methods {
                 let name = run_name(setting, method, seed);
-                let growth = |m: GrowMethod| -> anyhow::Result<Params> {
+                let growth = |m: GrowMethod, map: MapKind| -> anyhow::Result<ModelParams> {
                     let opts = GrowOptions {
                         method: m,
+                        map,
                         seed,
                         ..GrowOptions::default()
                     };
-                    let (model, _) = grow(
-                        &bert2bert_checkpoint::Model::Bert(src.bert.clone()),
-                        &target,
-                        &opts,
-                    )
-                    .map_err(crate::Usage::from_expand)?;
-                    let bert = model
+                    let (model, _) =
+                        grow(&src.model, &target, &opts).map_err(crate::Usage::from_expand)?;
+                    params_of(&model, seed, &runner.dev)
+                };
+                let bert_source = || {
+                    src.model
                         .as_bert()
-                        .context("growth returned a non-BERT model")?;
-                    Ok(Params::with_fresh_head(bert, seed, &runner.dev)?)
+                        .with_context(|| format!("{name}: a BERT baseline needs a BERT source"))
                 };
                 let cfg = plan.train_config(plan.steps, seed, method == Method::Bert2Bert);
                 let done = match method {
                     Method::Scratch => runner.train(&name, &cfg, plan.steps, &|| {
-                        Ok(Params::fresh(&target_cfg, seed, &runner.dev)?)
+                        setting.target.fresh(&base, seed, &runner.dev)
                     })?,
                     Method::DirectCopy => runner.train(&name, &cfg, plan.steps, &|| {
-                        let b = baselines::direct_copy(&src.bert, &target, seed)
+                        let b = baselines::direct_copy(bert_source()?, &target, seed)
                             .map_err(crate::Usage::from_expand)?;
-                        Ok(Params::with_fresh_head(&b, seed, &runner.dev)?)
+                        Ok(Params::with_fresh_head(&b, seed, &runner.dev)?.into())
                     })?,
-                    Method::StackBert => runner.train_stackbert(&name, &target_cfg, seed)?,
-                    Method::Fpi => {
-                        runner.train(&name, &cfg, plan.steps, &|| growth(GrowMethod::Fpi))?
+                    Method::StackBert => {
+                        let BaseConfig::Bert(b) = &base else {
+                            bail!("{name}: StackBERT is a BERT baseline");
+                        };
+                        let t = &setting.target;
+                        runner.train_stackbert(
+                            &name,
+                            &b.with_shape(t.layers, t.hidden, t.heads, t.ffn),
+                            seed,
+                        )?
                     }
+                    Method::Fpi => runner.train(&name, &cfg, plan.steps, &|| {
+                        growth(GrowMethod::Fpi, MapKind::Balanced)
+                    })?,
+                    Method::Exact => runner.train(&name, &cfg, plan.steps, &|| {
+                        growth(GrowMethod::Fpi, MapKind::Exact)
+                    })?,
                     Method::Aki | Method::Bert2Bert => {
-                        runner.train(&name, &cfg, plan.steps, &|| growth(GrowMethod::Aki))?
+                        runner.train(&name, &cfg, plan.steps, &|| {
+                            growth(GrowMethod::Aki, MapKind::Balanced)
+                        })?
                     }
                 };
                 complete &= done;

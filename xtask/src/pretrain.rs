@@ -22,6 +22,7 @@ use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The file in the output folder that records the arguments of the run (read by `--resume`).
 pub const ARGS_FILE: &str = "pretrain_args.json";
@@ -36,16 +37,29 @@ pub enum DeviceKind {
 }
 
 /// Model family of a fresh model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// BERT (`BertForMaskedLM`), masked-LM objective, WordPiece tokenizer.
+    #[default]
     Bert,
     /// GPT-2 (`GPT2LMHeadModel`), next-token objective, byte-level BPE tokenizer.
     Gpt2,
 }
 
 impl Arch {
-    fn family(self) -> Family {
+    /// The training objective, as in tables and plots.
+    pub fn objective(self) -> &'static str {
+        match self {
+            Arch::Bert => "MLM",
+            Arch::Gpt2 => "next-token",
+        }
+    }
+}
+
+impl Arch {
+    /// The checkpoint family.
+    pub fn family(self) -> Family {
         match self {
             Arch::Bert => Family::Bert,
             Arch::Gpt2 => Family::Gpt2,
@@ -232,6 +246,113 @@ pub fn default_tokenizer_dir(assets: &Path, family: Family) -> PathBuf {
     }
 }
 
+/// The bundled corpus tokenized for one family: the training and validation streams.
+pub struct Streams {
+    family: Family,
+    train: Arc<[u32]>,
+    valid: Vec<u32>,
+    special: Option<SpecialIds>,
+}
+
+impl Streams {
+    /// Tokenizes the corpus under `assets` with the tokenizer in `tokenizer_dir`; fails when the
+    /// tokenizer has more tokens than `vocab_size`, the model's vocabulary.
+    pub fn load(
+        family: Family,
+        assets: &Path,
+        tokenizer_dir: &Path,
+        vocab_size: usize,
+    ) -> anyhow::Result<Self> {
+        let tok_path = tokenizer_dir.join("tokenizer.json");
+        let tokenizer = load_tokenizer(&tok_path)?;
+        let tok_vocab = tokenizer.get_vocab_size(true);
+        if tok_vocab > vocab_size {
+            bail!(
+                "{}: the tokenizer has {tok_vocab} tokens, the model's vocabulary only {vocab_size}",
+                tok_path.display()
+            );
+        }
+        Ok(match family {
+            Family::Bert => {
+                let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
+                let corpus = load_corpus(assets, &tokenizer)?;
+                Self {
+                    family,
+                    train: corpus.train.into(),
+                    valid: corpus.valid,
+                    special: Some(special),
+                }
+            }
+            Family::Gpt2 => Self {
+                family,
+                train: load_causal_split(assets, &tokenizer, Split::Train)?.into(),
+                valid: load_causal_split(assets, &tokenizer, Split::Valid)?,
+                special: None,
+            },
+        })
+    }
+
+    fn mlm(&self, seq_len: usize, batch_size: usize, vocab: usize, seed: u64) -> MlmConfig {
+        MlmConfig {
+            special: self.special.expect("BERT streams carry special ids"),
+            ..MlmConfig::new(seq_len, batch_size, vocab, seed)
+        }
+    }
+
+    /// Seeded training batches of the family's objective, for a model of `vocab` tokens.
+    pub fn batcher(
+        &self,
+        vocab: usize,
+        batch_size: usize,
+        seq_len: usize,
+        seed: u64,
+    ) -> anyhow::Result<(Box<dyn BatchSource>, f64)> {
+        Ok(match self.family {
+            Family::Bert => {
+                let b = MlmBatcher::new(
+                    self.train.clone(),
+                    self.mlm(seq_len, batch_size, vocab, seed),
+                )?;
+                let spe = b.steps_per_epoch();
+                (Box::new(b), spe)
+            }
+            Family::Gpt2 => {
+                let cfg = CausalConfig {
+                    seq_len,
+                    batch_size,
+                    vocab_size: vocab,
+                    seed,
+                };
+                let b = CausalBatcher::new(self.train.clone(), cfg)?;
+                let spe = b.steps_per_epoch();
+                (Box::new(b), spe)
+            }
+        })
+    }
+
+    /// The fixed held-out set: `n` validation sequences, the same whatever the run's seed.
+    pub fn eval(&self, vocab: usize, seq_len: usize, n: usize) -> anyhow::Result<Vec<Batch>> {
+        Ok(match self.family {
+            Family::Bert => eval_batches(&self.valid, &self.mlm(seq_len, 32, vocab, 0), n)?
+                .into_iter()
+                .map(|b| Batch::Mlm(b.into()))
+                .collect(),
+            Family::Gpt2 => {
+                let cfg = CausalConfig {
+                    seq_len,
+                    batch_size: 32,
+                    vocab_size: vocab,
+                    seed: 0,
+                };
+                causal_eval_batches(&self.valid, &cfg, n)?
+                    .into_iter()
+                    .map(Batch::Causal)
+                    .collect()
+            }
+        })
+    }
+}
+
 /// Tokenizes the bundled corpus with the tokenizer in `tokenizer_dir` and builds the batches of
 /// `family`'s objective: masked-LM for BERT, next-token for GPT-2.
 #[allow(clippy::too_many_arguments)]
@@ -245,56 +366,13 @@ pub fn load_data(
     seed: u64,
     eval_sequences: usize,
 ) -> anyhow::Result<Data> {
-    let tok_path = tokenizer_dir.join("tokenizer.json");
-    let tokenizer = load_tokenizer(&tok_path)?;
-    let tok_vocab = tokenizer.get_vocab_size(true);
-    if tok_vocab > vocab_size {
-        bail!(
-            "{}: the tokenizer has {tok_vocab} tokens, the model's vocabulary only {vocab_size}",
-            tok_path.display()
-        );
-    }
-    // Fixed evaluation sets (seed 0 whatever --seed is): every run is scored on the same one.
-    match family {
-        Family::Bert => {
-            let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
-            let corpus = load_corpus(assets, &tokenizer)?;
-            let mk = |batch_size, seed| MlmConfig {
-                special,
-                ..MlmConfig::new(seq_len, batch_size, vocab_size, seed)
-            };
-            let batcher = MlmBatcher::new(corpus.train, mk(batch_size, seed))?;
-            let eval = eval_batches(&corpus.valid, &mk(32, 0), eval_sequences)?
-                .into_iter()
-                .map(|b| Batch::Mlm(b.into()))
-                .collect();
-            Ok(Data {
-                steps_per_epoch: batcher.steps_per_epoch(),
-                batcher: Box::new(batcher),
-                eval,
-            })
-        }
-        Family::Gpt2 => {
-            let mk = |batch_size, seed| CausalConfig {
-                seq_len,
-                batch_size,
-                vocab_size,
-                seed,
-            };
-            let train = load_causal_split(assets, &tokenizer, Split::Train)?;
-            let valid = load_causal_split(assets, &tokenizer, Split::Valid)?;
-            let batcher = CausalBatcher::new(train, mk(batch_size, seed))?;
-            let eval = causal_eval_batches(&valid, &mk(32, 0), eval_sequences)?
-                .into_iter()
-                .map(Batch::Causal)
-                .collect();
-            Ok(Data {
-                steps_per_epoch: batcher.steps_per_epoch(),
-                batcher: Box::new(batcher),
-                eval,
-            })
-        }
-    }
+    let streams = Streams::load(family, assets, tokenizer_dir, vocab_size)?;
+    let (batcher, steps_per_epoch) = streams.batcher(vocab_size, batch_size, seq_len, seed)?;
+    Ok(Data {
+        batcher,
+        eval: streams.eval(vocab_size, seq_len, eval_sequences)?,
+        steps_per_epoch,
+    })
 }
 
 fn is_tokenizer_file(p: &Path) -> bool {

@@ -121,6 +121,9 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
         "loss_vs_time_depth.png",
         "metrics/width-bert2bert-s1.jsonl",
         "metrics/source-2x32.jsonl",
+        "metrics/source-gpt2-2x32.jsonl",
+        "metrics/gpt2-exact-s0.jsonl",
+        "loss_vs_flops_gpt2.png",
     ] {
         let p = out.join(f);
         assert!(p.is_file(), "{} missing", p.display());
@@ -170,6 +173,38 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
             }
         }
     }
+    // The GPT-2 setting: next-token runs of the same FLOPs budget; the exact map starts at the
+    // source's own held-out loss (function preserved through growth at a 1.5x ratio, 1e-5
+    // relative in f32), the paper's FPI map at a non-integer ratio does not.
+    let gpt2 = summary["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "gpt2")
+        .expect("a GPT-2 setting");
+    assert_eq!(gpt2["arch"], "gpt2");
+    let scratch = total_flops(&summary, "gpt2", "scratch", 0);
+    for same in ["fpi", "exact", "aki"] {
+        assert_eq!(total_flops(&summary, "gpt2", same, 0), scratch, "{same}");
+    }
+    assert!(total_flops(&summary, "gpt2", "bert2bert", 0) < scratch);
+    let src_loss = f(&gpt2["source"]["eval_loss"]);
+    let start = |m: &str| f(&runs(&summary, "gpt2", m)[0]["start_loss"]);
+    assert!(
+        (start("exact") - src_loss).abs() <= 1e-5 * src_loss,
+        "exact map: {} vs source {src_loss}",
+        start("exact")
+    );
+    assert!(
+        (start("fpi") - src_loss).abs() > 1e-4,
+        "paper FPI at 1.5x should not be exact for pre-LN: {} vs {src_loss}",
+        start("fpi")
+    );
+    let model = out.join("runs/gpt2-exact-s0/model");
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    assert!(config.contains("GPT2LMHeadModel"), "{config}");
+    assert!(model.join("merges.txt").is_file());
+
     // bert2BERT logs both stages.
     let b2b = metrics(&out.join("runs/width-bert2bert-s0/metrics.jsonl"));
     assert!(b2b.iter().any(|x| x["stage"] == 1) && b2b.iter().any(|x| x["stage"] == 2));

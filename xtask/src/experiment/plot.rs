@@ -131,8 +131,16 @@ fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (1100, 725)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = match axis {
-        Axis::Flops => format!("{}: held-out MLM loss against FLOPs", set.title),
-        Axis::Time => format!("{}: held-out MLM loss against time", set.title),
+        Axis::Flops => format!(
+            "{}: held-out {} loss against FLOPs",
+            set.title,
+            set.arch.objective()
+        ),
+        Axis::Time => format!(
+            "{}: held-out {} loss against time",
+            set.title,
+            set.arch.objective()
+        ),
     };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 26))
@@ -143,7 +151,7 @@ fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .x_desc(x_desc)
-        .y_desc("held-out MLM loss (nats)")
+        .y_desc(format!("held-out {} loss (nats)", set.arch.objective()))
         .axis_desc_style(("sans-serif", 18))
         .label_style(("sans-serif", 15))
         .x_label_formatter(&|x| format!("{x:.decimals$}"))

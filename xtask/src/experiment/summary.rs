@@ -3,7 +3,7 @@
 //! generated part of docs/results.md.
 
 use super::{Method, Plan, Preset, SUMMARY_FILE, Shape, SourceInfo, TABLE_FILE, run_name};
-use crate::pretrain::DeviceKind;
+use crate::pretrain::{Arch, DeviceKind};
 use anyhow::{Context, bail};
 use bert2bert_train::trainer::{METRICS_FILE, read_metrics};
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ pub struct Point {
     pub step: usize,
     /// Training FLOPs spent.
     pub flops: f64,
-    /// Held-out MLM loss.
+    /// Held-out loss (MLM for BERT, next-token for GPT-2).
     pub loss: f64,
     /// Wall-clock seconds of training.
     pub wall_s: f64,
@@ -154,6 +154,9 @@ pub struct MethodSummary {
 pub struct SettingSummary {
     /// Short name.
     pub name: String,
+    /// Model family of the setting.
+    #[serde(default)]
+    pub arch: Arch,
     /// Title.
     pub title: String,
     /// The source (absent until it exists).
@@ -182,10 +185,12 @@ pub struct Summary {
 }
 
 /// The paper's savings (spec section 9): BERT_BASE from S(12, 512) for the width setting,
-/// from S(6, 512) for width and depth (only bert2BERT reported).
+/// from S(6, 512) for width and depth, GPT_BASE from a 12 x 512 source for the GPT-2 setting
+/// (only bert2BERT reported for the last two).
 pub fn paper_saving(setting: &str, method: Method) -> Option<f64> {
     match (setting, method) {
-        ("width", Method::Scratch) | ("depth", Method::Scratch) => Some(0.0),
+        ("width" | "depth" | "gpt2", Method::Scratch) => Some(0.0),
+        ("gpt2", Method::Bert2Bert) => Some(0.47),
         ("width", Method::DirectCopy) => Some(0.122),
         ("width", Method::StackBert) => Some(0.243),
         ("width", Method::Fpi) => Some(0.304),
@@ -327,6 +332,7 @@ pub fn summarize(
         }
         settings.push(SettingSummary {
             name: setting.name.clone(),
+            arch: setting.arch,
             title: setting.title.clone(),
             source,
             target: setting.target,
@@ -467,6 +473,17 @@ pub fn tables(s: &Summary) -> String {
 }
 
 impl Summary {
+    /// What the held-out loss is: MLM, next-token, or both when the settings mix families.
+    pub fn loss_name(&self) -> &'static str {
+        let bert = self.settings.iter().any(|s| s.arch == Arch::Bert);
+        let gpt2 = self.settings.iter().any(|s| s.arch == Arch::Gpt2);
+        match (bert, gpt2) {
+            (true, true) => "loss (MLM for BERT, next-token for GPT-2)",
+            (false, true) => "next-token loss",
+            _ => "MLM loss",
+        }
+    }
+
     /// Writes `summary.json`, `table.md` and a copy of every run's metrics under `metrics/`.
     pub fn write(&self, out: &Path) -> anyhow::Result<()> {
         std::fs::write(
@@ -474,10 +491,11 @@ impl Summary {
             serde_json::to_string_pretty(self)? + "\n",
         )?;
         let mut table = format!(
-            "# `{}`{}\n\nSaving = 1 - FLOPs to reach scratch's final held-out MLM loss / scratch's FLOPs \
+            "# `{}`{}\n\nSaving = 1 - FLOPs to reach scratch's final held-out {} / scratch's FLOPs \
              (docs/experiment.md). Generated from summary.json.\n\n",
             self.command,
-            if self.complete { "" } else { " (incomplete)" }
+            if self.complete { "" } else { " (incomplete)" },
+            self.loss_name()
         );
         table += &tables(self);
         std::fs::write(out.join(TABLE_FILE), table)?;
@@ -515,17 +533,29 @@ impl Summary {
     }
 }
 
-/// Markers around the generated part of docs/results.md.
+/// Markers around the generated part of docs/results.md (the `mini` preset's).
 pub const BEGIN: &str =
     "<!-- BEGIN GENERATED: cargo xtask experiment --doc; do not edit by hand -->";
 /// End marker.
 pub const END: &str = "<!-- END GENERATED -->";
 
+/// The begin marker of `preset`'s generated part: one document can hold several presets.
+pub fn begin(preset: &str) -> String {
+    if preset == "mini" {
+        BEGIN.to_owned()
+    } else {
+        format!(
+            "<!-- BEGIN GENERATED ({preset}): cargo xtask experiment --preset {preset} --doc; do \
+             not edit by hand -->"
+        )
+    }
+}
+
 /// The generated part of docs/results.md, from `summary` (None: no results yet), with plots
 /// referenced through `rel` (the results folder relative to the document's folder).
 pub fn render_doc_block(summary: Option<&Summary>, preset: &str, rel: &str) -> String {
     let mut t = String::new();
-    t += BEGIN;
+    t += &begin(preset);
     t += "\n\n";
     let Some(s) = summary else {
         t += &format!(
@@ -645,7 +675,7 @@ fn load_summary(out: &Path) -> anyhow::Result<Option<Summary>> {
     ))
 }
 
-fn expected_block(out: &Path, doc: &Path) -> anyhow::Result<String> {
+fn expected_block(out: &Path, doc: &Path) -> anyhow::Result<(String, String)> {
     let summary = load_summary(out)?;
     let doc_dir = normalise(doc)?
         .parent()
@@ -658,11 +688,14 @@ fn expected_block(out: &Path, doc: &Path) -> anyhow::Result<String> {
     let preset = summary
         .as_ref()
         .map_or(preset, |s| s.preset.name().to_owned());
-    Ok(render_doc_block(summary.as_ref(), &preset, &rel))
+    Ok((
+        render_doc_block(summary.as_ref(), &preset, &rel),
+        begin(&preset),
+    ))
 }
 
-fn split_doc(text: &str) -> Option<(&str, &str, &str)> {
-    let b = text.find(BEGIN)?;
+fn split_doc<'a>(text: &'a str, begin: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let b = text.find(begin)?;
     let e = text[b..].find(END)? + b;
     let mut end = e + END.len();
     if text[end..].starts_with('\n') {
@@ -673,10 +706,12 @@ fn split_doc(text: &str) -> Option<(&str, &str, &str)> {
 
 /// Writes the generated part of `doc` (between the markers; a new document if it has none).
 pub fn write_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
-    let block = expected_block(out, doc)?;
+    let (block, begin) = expected_block(out, doc)?;
     let text = std::fs::read_to_string(doc).unwrap_or_default();
-    let new = match split_doc(&text) {
+    let new = match split_doc(&text, &begin) {
         Some((head, _, tail)) => format!("{head}{block}{tail}"),
+        // A document without this preset's part: append it, keep the rest.
+        None if !text.trim().is_empty() => format!("{}\n\n{block}", text.trim_end()),
         None => format!(
             "# Results: bert2BERT's saving in miniature\n\n{block}\n## Discussion\n\n(Write after \
              reading the numbers above; quote no number that is not in the generated part.)\n"
@@ -690,12 +725,12 @@ pub fn write_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
 
 /// Fails unless the generated part of `doc` is what `<out>/summary.json` generates.
 pub fn check_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
-    let block = expected_block(out, doc)?;
+    let (block, begin) = expected_block(out, doc)?;
     let text =
         std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
-    let Some((_, found, _)) = split_doc(&text) else {
+    let Some((_, found, _)) = split_doc(&text, &begin) else {
         bail!(
-            "{} has no generated part (markers `{BEGIN}` ... `{END}`)",
+            "{} has no generated part (markers `{begin}` ... `{END}`)",
             doc.display()
         );
     };
@@ -772,7 +807,9 @@ mod tests {
     fn doc_block_is_found_and_replaced() {
         let block = render_doc_block(None, "mini", "../results/mini");
         let doc = format!("# T\n\nintro\n\n{block}\n## Discussion\n");
-        let (head, found, tail) = split_doc(&doc).unwrap();
+        let (head, found, tail) = split_doc(&doc, BEGIN).unwrap();
+        // Another preset's part is told apart by its own marker.
+        assert!(split_doc(&doc, &begin("gpt2-mini")).is_none());
         assert_eq!(head, "# T\n\nintro\n\n");
         assert_eq!(found, block);
         assert_eq!(tail, "\n## Discussion\n");
