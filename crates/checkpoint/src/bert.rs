@@ -160,7 +160,7 @@ impl Bert {
                 let w = t.mat(DECODER, v, d)?;
                 if !c.tie_word_embeddings {
                     // Untied: kept even if equal today, since training will move them apart.
-                    decoder = Some(w.reversed_axes().as_standard_layout().into_owned());
+                    decoder = Some(w.reversed_axes());
                 } else if w == embeddings.word {
                     dropped.push(Dropped::new(DECODER, "tied: equal to the word embeddings"));
                 } else {

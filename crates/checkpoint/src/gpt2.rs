@@ -135,7 +135,7 @@ impl Gpt2 {
             // nn.Linear (out = V, in = D), so stored (V, D) like wte.
             let w = t.mat(LM_HEAD, v, d)?;
             if !c.tie_word_embeddings {
-                lm_head = Some(w.reversed_axes().as_standard_layout().into_owned());
+                lm_head = Some(w.reversed_axes());
             } else if w == wte {
                 dropped.push(Dropped::new(LM_HEAD, "tied: equal to wte"));
             } else {

@@ -68,11 +68,12 @@ impl<'a> Taker<'a> {
             .expect("2-d"))
     }
 
-    /// An `nn.Linear` stored (out, in), returned in (in, out).
+    /// An `nn.Linear` stored (out, in), returned in (in, out), column-major: the stored bytes
+    /// as they are (see [`Linear`]).
     pub fn linear_t(&mut self, prefix: &str, din: usize, dout: usize) -> Result<Linear> {
         let w = self.mat(&format!("{prefix}.weight"), dout, din)?;
         Ok(Linear {
-            weight: w.reversed_axes().as_standard_layout().into_owned(),
+            weight: w.reversed_axes(),
             bias: self.vec(&format!("{prefix}.bias"), dout)?,
         })
     }

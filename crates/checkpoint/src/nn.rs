@@ -4,6 +4,11 @@ use ndarray::{Array1, Array2};
 
 /// A linear map y = x W + b with `weight` of shape (in, out): rows are input units, columns output
 /// units (the spec's orientation). Hugging Face `nn.Linear` stores the transpose; the loaders flip it.
+///
+/// Any memory layout is valid. Loaded weights keep the file's (out, in) row-major bytes, that is,
+/// an (in, out) array in column-major layout: loading copies nothing twice, and `weight.t()` is
+/// the Hugging Face matrix with a contiguous view (what writing and growing read). Code that needs
+/// a slice must not assume the standard layout (use `as_standard_layout` or iterate).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
     /// (in, out).

@@ -478,7 +478,7 @@ impl TensorStore {
         let bytes = file.bytes(name).expect("validated");
         let mut out = vec![0f32; info.numel()];
         dtype::decode_into(info.dtype, bytes, &mut out);
-        check_finite(&file.path, name, &out)?;
+        check_finite_slice(&file.path, name, &out)?;
         Ok(ArrayD::from_shape_vec(IxDyn(&info.shape), out).expect("shape matches numel"))
     }
 }
@@ -505,6 +505,24 @@ pub fn check_finite<'a>(
     Ok(())
 }
 
+/// [`check_finite`] for values in memory, several times faster: blocks are tested without
+/// branches (vectorised), and only a tensor with a bad value is walked again for the error.
+pub fn check_finite_slice(path: &Path, name: &str, values: &[f32]) -> Result<()> {
+    if all_finite(values) {
+        return Ok(());
+    }
+    check_finite(path, name, values)
+}
+
+/// Whether no value is NaN or infinite.
+fn all_finite(values: &[f32]) -> bool {
+    // A sum of 0/1 flags per block has no branch in the loop, so it vectorises; blocks stay
+    // small enough that a u32 cannot overflow and a bad value stops the scan early.
+    values
+        .chunks(4096)
+        .all(|b| b.iter().map(|v| u32::from(!v.is_finite())).sum::<u32>() == 0)
+}
+
 /// Name, dtype and shape of one tensor to be written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
@@ -528,6 +546,10 @@ pub struct SafetensorsWriter {
 
 /// Bytes encoded per positioned write; bounds the writer's buffer.
 const CHUNK_ELEMS: usize = 1 << 18;
+/// Bytes per positioned write of data already in its on-disk form. Measured on the project VM
+/// (ext4, Linux 6.18): 1.34 GB written in 128 MiB calls took 1.1 to 2.5 s, in 1 MiB calls 0.25
+/// s; a huge call asks the page cache for large folios, which costs more than the extra calls.
+const CHUNK_BYTES: usize = 1 << 20;
 
 impl SafetensorsWriter {
     /// Creates `path` (truncating it) with room for every tensor in `specs`.
@@ -618,9 +640,12 @@ impl SafetensorsWriter {
                     std::mem::size_of_val(slice),
                 )
             };
-            self.file
-                .write_all_at(bytes, pos)
-                .map_err(io_err(&self.path))?;
+            for chunk in bytes.chunks(CHUNK_BYTES) {
+                self.file
+                    .write_all_at(chunk, pos)
+                    .map_err(io_err(&self.path))?;
+                pos += chunk.len() as u64;
+            }
         } else if let Some(slice) = values.as_slice() {
             for chunk in slice.chunks(CHUNK_ELEMS) {
                 dtype::encode_extend(dtype, chunk.iter().copied(), &mut buf);
@@ -632,6 +657,58 @@ impl SafetensorsWriter {
                 dtype::encode_extend(dtype, it.by_ref().take(CHUNK_ELEMS), &mut buf);
                 write(&mut buf, &mut pos)?;
             }
+        }
+        self.mark(name);
+        Ok(())
+    }
+
+    /// Writes tensor `name` from row-major f32 values like [`SafetensorsWriter::write_f32`], but
+    /// refuses NaN and infinity ([`CheckpointError::NonFinite`]). Each chunk is checked just
+    /// before it is written, while it is in cache, rather than in a separate pass over the
+    /// tensor. On error, part of the tensor may be on disk: discard the file (as an
+    /// [`crate::AtomicDir`] does).
+    pub fn write_finite_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
+        let (spec, offset) = self.slot(name, shape)?;
+        if !spec.dtype.is_weight_float() {
+            return Err(CheckpointError::InvalidModel(format!(
+                "tensor `{name}` has non-float dtype {}; write it raw",
+                spec.dtype
+            )));
+        }
+        let need = spec.shape.iter().product::<usize>();
+        if values.len() != need {
+            return Err(CheckpointError::InvalidModel(format!(
+                "tensor `{name}`: {} values given, {need} needed",
+                values.len()
+            )));
+        }
+        let dtype = spec.dtype;
+        let mut pos = self.data_start + offset;
+        let mut buf = Vec::new();
+        let le_f32 = dtype == Dtype::F32 && cfg!(target_endian = "little");
+        let per_chunk = if le_f32 { CHUNK_BYTES / 4 } else { CHUNK_ELEMS };
+        for chunk in values.chunks(per_chunk) {
+            if !all_finite(chunk) {
+                return check_finite(&self.path, name, values);
+            }
+            let bytes = if le_f32 {
+                // SAFETY: as in `write_f32`: f32 has no padding, every byte is a valid u8, and
+                // the length covers exactly the chunk's memory.
+                unsafe {
+                    std::slice::from_raw_parts(
+                        chunk.as_ptr().cast::<u8>(),
+                        std::mem::size_of_val(chunk),
+                    )
+                }
+            } else {
+                buf.clear();
+                dtype::encode_extend(dtype, chunk.iter().copied(), &mut buf);
+                &buf[..]
+            };
+            self.file
+                .write_all_at(bytes, pos)
+                .map_err(io_err(&self.path))?;
+            pos += bytes.len() as u64;
         }
         self.mark(name);
         Ok(())
