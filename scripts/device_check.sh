@@ -16,19 +16,8 @@ for g in .devcheck/hf/*/; do
   log "hf $name exit $?"
 done
 
-if [ -f .devcheck/bin/xtask.xz ]; then
-  # Carried compressed to stay inside the transfer limit.
-  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    .devcheck/bin/xtask.xz .devcheck/bin/xtask && chmod +x .devcheck/bin/xtask
-fi
-if [ -x .devcheck/bin/xtask ]; then
-  # The CUDA binary links cuBLAS, cuRAND and NVRTC of CUDA 13: take them from PyTorch's wheels.
-  site=$(python3 -c 'import os, nvidia; print(os.path.dirname(list(nvidia.__path__)[0]))')
-  libs=$(find "$site/nvidia" -name 'lib*.so*' \( -name 'libcublas*' -o -name 'libcurand*' -o -name 'libnvrtc*' -o -name 'libcudart*' \) -printf '%h\n' | sort -u | tr '\n' ':')
-  export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:-}"
-  # The binary was built in /work/wt-cuda: its compiled-in asset paths point there.
-  mkdir -p /work && ln -sfn "$PWD" /work/wt-cuda
-  X=.devcheck/bin/xtask
+if [ -f .devcheck/bin/xtask.xz ] || [ -x .devcheck/bin/xtask ]; then
+  . scripts/device_env.sh
   log "bench train (cuda)"
   timeout 120 $X bench train --device cuda > "$OUT/bench_train_cuda.txt" 2>&1; log "exit $?"
   for dev in cuda cpu; do

@@ -7,13 +7,7 @@ set -u
 OUT=${OUT:-$PWD/device-out}
 limit=${1:-500}
 mkdir -p "$OUT"
-python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-  .devcheck/bin/xtask.xz .devcheck/bin/xtask && chmod +x .devcheck/bin/xtask
-site=$(python3 -c 'import os, nvidia; print(os.path.dirname(list(nvidia.__path__)[0]))')
-libs=$(find "$site/nvidia" -name 'lib*.so*' \( -name 'libcublas*' -o -name 'libcurand*' -o -name 'libnvrtc*' -o -name 'libcudart*' \) -printf '%h\n' | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:-}"
-mkdir -p /work && ln -sfn "$PWD" /work/wt-cuda
-X=.devcheck/bin/xtask
+. scripts/device_env.sh
 pids=""
 for seed in 0 1; do
   timeout "$limit" $X experiment --preset mini --device cuda --seeds $seed --out /tmp/mini-s$seed --quiet \

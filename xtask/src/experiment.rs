@@ -353,33 +353,20 @@ impl Plan {
             Preset::Gpt2Mini => {
                 // mini's budget and target width for the decoder: the bundled 4 x 128 GPT-2
                 // (trained like the bundled BERT) grown 1.5x wider, the paper's GPT setting.
-                let steps = 700;
-                Self {
-                    preset,
-                    batch_size: 32,
-                    seq_len: 64,
-                    steps,
-                    lr: 1e-3,
-                    warmup_frac: 0.05,
-                    eval_every: 25,
-                    eval_sequences: 128,
-                    checkpoint_every: 100,
-                    lb: 1,
-                    stage1_steps: steps / 8,
-                    stack_steps: steps / 4,
-                    source_seed: 1000,
-                    settings: vec![SettingPlan {
-                        name: "gpt2".into(),
-                        arch: Arch::Gpt2,
-                        title: "GPT-2 width 4 x 128 -> 4 x 192".into(),
-                        source: SourceSpec::Folder {
-                            path: "assets/bundled-gpt2".into(),
-                        },
-                        target: Shape::new(4, 192, 64),
-                        methods: GPT2_METHODS.to_vec(),
-                        seeds: vec![0, 1],
-                    }],
-                }
+                let mut plan = Self::preset(Preset::Mini);
+                plan.preset = preset;
+                plan.settings = vec![SettingPlan {
+                    name: "gpt2".into(),
+                    arch: Arch::Gpt2,
+                    title: "GPT-2 width 4 x 128 -> 4 x 192".into(),
+                    source: SourceSpec::Folder {
+                        path: "assets/bundled-gpt2".into(),
+                    },
+                    target: Shape::new(4, 192, 64),
+                    methods: GPT2_METHODS.to_vec(),
+                    seeds: vec![0, 1],
+                }];
+                plan
             }
             Preset::Mini => {
                 // Sized by measured step times (docs/experiment.md, "Sizing `mini`"): about 3
