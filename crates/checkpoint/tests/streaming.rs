@@ -146,3 +146,33 @@ fn loaded_linear_weights_keep_the_stored_bytes_column_major() {
     assert_eq!(f.dim(), (64, b.config.intermediate_size));
     assert!(f.t().is_standard_layout());
 }
+
+#[test]
+fn files_past_the_write_behind_mark_read_back_exactly() {
+    // 18.5 M f32 = 74 MB: the writer starts writeback (every 64 MiB) in the middle of the
+    // second tensor, then keeps writing; what is read back is what was given.
+    let shapes = [vec![1_000_000], vec![4, 4_375_000]];
+    let data: Vec<Vec<f32>> = shapes.iter().map(|s| values(s.iter().product())).collect();
+    let specs: Vec<TensorSpec> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| TensorSpec {
+            name: format!("t{i}"),
+            dtype: Dtype::F32,
+            shape: s.clone(),
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("big.safetensors");
+    let mut w = SafetensorsWriter::create(&path, &specs, &BTreeMap::new()).unwrap();
+    for (s, v) in specs.iter().zip(&data) {
+        w.write_finite_f32(&s.name, &s.shape, v).unwrap();
+    }
+    w.finish().unwrap();
+    let store = TensorStore::open_file(&path).unwrap();
+    for (s, v) in specs.iter().zip(&data) {
+        let back = store.read_f32(&s.name).unwrap();
+        assert_eq!(back.shape(), &s.shape[..]);
+        assert!(back.as_slice().unwrap() == &v[..], "{}", s.name);
+    }
+}

@@ -217,6 +217,10 @@ pub fn fill_matrix(spec: &MatrixSpec<'_>, orient: Orient, out: &mut [f32]) {
         Some(m) => m.map().to_vec(),
         None => (0..n_out).collect(),
     };
+    // Old units keep their place (maps.rs), so both maps start with an identity run: there the
+    // gather is a contiguous, vectorised multiply by the same factors (the same bits).
+    let id_prefix = |m: &[usize]| m.iter().enumerate().take_while(|(k, s)| k == *s).count();
+    let (rid, cid) = (id_prefix(&rmap), id_prefix(&cmap).min(split));
     let row_len = match orient {
         Orient::Typed => n_out,
         Orient::Hf => n_in,
@@ -231,7 +235,11 @@ pub fn fill_matrix(spec: &MatrixSpec<'_>, orient: Orient, out: &mut [f32]) {
                     let m = inv[a];
                     let (l, u) = (lo.line(rmap[a]), up.line(rmap[a]));
                     let (left, right) = orow.split_at_mut(split);
-                    for (dst, &c) in left.iter_mut().zip(&cmap[..split]) {
+                    let (same, moved) = left.split_at_mut(cid);
+                    for (dst, &s) in same.iter_mut().zip(&l[..cid]) {
+                        *dst = s * m;
+                    }
+                    for (dst, &c) in moved.iter_mut().zip(&cmap[cid..split]) {
                         *dst = l[c] * m;
                     }
                     for (dst, &c) in right.iter_mut().zip(&cmap[split..]) {
@@ -241,7 +249,11 @@ pub fn fill_matrix(spec: &MatrixSpec<'_>, orient: Orient, out: &mut [f32]) {
                 Orient::Hf => {
                     // Output row = output unit a: one source column, one scale per element.
                     let col = if a >= split { up } else { &lo }.line(cmap[a]);
-                    for ((dst, &r), &m) in orow.iter_mut().zip(&rmap).zip(&inv) {
+                    let (same, moved) = orow.split_at_mut(rid);
+                    for ((dst, &s), &m) in same.iter_mut().zip(&col[..rid]).zip(&inv[..rid]) {
+                        *dst = s * m;
+                    }
+                    for ((dst, &r), &m) in moved.iter_mut().zip(&rmap[rid..]).zip(&inv[rid..]) {
                         *dst = col[r] * m;
                     }
                 }
