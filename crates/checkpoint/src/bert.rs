@@ -90,7 +90,7 @@ impl Bert {
         let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
         let prefixed = store.contains("bert.embeddings.word_embeddings.weight");
         let p = if prefixed { "bert." } else { "" };
-        let mut t = Taker::new(store);
+        let mut t = Taker::new(store, is_buffer);
         let e = format!("{p}embeddings");
         let embeddings = BertEmbeddings {
             word: t.mat(&format!("{e}.word_embeddings.weight"), v, d)?,

@@ -113,7 +113,7 @@ impl Gpt2 {
         let (d, f, v) = (c.n_embd, c.inner_dim(), c.vocab_size);
         let prefixed = store.contains("transformer.wte.weight");
         let p = if prefixed { PREFIX } else { "" };
-        let mut t = Taker::new(store);
+        let mut t = Taker::new(store, |n| is_buffer(n, p));
         let wte = t.mat(&format!("{p}wte.weight"), v, d)?;
         let wpe = t.mat(&format!("{p}wpe.weight"), c.n_positions, d)?;
         let mut blocks = Vec::with_capacity(c.n_layer);

@@ -5,19 +5,34 @@ use crate::error::{CheckpointError, Result};
 use crate::nn::{LayerNorm, Linear};
 use crate::safetensors::TensorStore;
 use ndarray::{Array1, Array2, ArrayD, Ix1, Ix2};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Takes tensors out of a store, checking shapes against the config.
 pub(crate) struct Taker<'a> {
     pub store: &'a TensorStore,
     pub taken: BTreeSet<String>,
+    /// Every float tensor, decoded up front on all cores (or the error its read gave), until
+    /// taken. Errors surface at `take`, in the loader's order, exactly as a lazy read's would.
+    ready: BTreeMap<String, Result<ArrayD<f32>>>,
 }
 
 impl<'a> Taker<'a> {
-    pub fn new(store: &'a TensorStore) -> Self {
+    /// A taker over `store`; `unread` names the tensors the family drops without reading
+    /// (buffers), which are not decoded ahead.
+    pub fn new(store: &'a TensorStore, unread: impl Fn(&str) -> bool) -> Self {
+        let names: Vec<&str> = store
+            .names()
+            .filter(|n| !unread(n) && store.info(n).is_some_and(|i| i.dtype.is_weight_float()))
+            .collect();
+        let ready = names
+            .iter()
+            .map(|n| (*n).to_owned())
+            .zip(store.read_many_f32(&names))
+            .collect();
         Self {
             store,
             taken: BTreeSet::new(),
+            ready,
         }
     }
 
@@ -48,7 +63,11 @@ impl<'a> Taker<'a> {
                 expected: expected.to_vec(),
             });
         }
-        let t = self.store.read_f32(name)?;
+        // A name taken twice (an alias checked against another) is read again.
+        let t = match self.ready.remove(name) {
+            Some(r) => r?,
+            None => self.store.read_f32(name)?,
+        };
         self.taken.insert(name.to_owned());
         Ok(t)
     }

@@ -483,6 +483,55 @@ impl TensorStore {
     }
 }
 
+impl TensorStore {
+    /// [`TensorStore::read_f32`] of each of `names`, in order, decoded on all cores when there
+    /// is enough data to be worth a thread: reading is page faults on fresh memory and the
+    /// decode, both of which scale with cores.
+    pub fn read_many_f32(&self, names: &[&str]) -> Vec<Result<ArrayD<f32>>> {
+        /// Below this many bytes in all, one thread is as fast as several.
+        const PAR_MIN_BYTES: usize = 16 << 20;
+        let bytes: usize = names
+            .iter()
+            .filter_map(|n| self.info(n))
+            .map(|i| i.numel() * 4)
+            .sum();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(names.len());
+        if threads <= 1 || bytes < PAR_MIN_BYTES {
+            return names.iter().map(|n| self.read_f32(n)).collect();
+        }
+        // Largest first, handed out one at a time, so the threads finish together.
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(self.info(names[i]).map_or(0, TensorInfo::numel)));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut out: Vec<Option<Result<ArrayD<f32>>>> = names.iter().map(|_| None).collect();
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(&i) = order.get(k) else { break };
+                            done.push((i, self.read_f32(names[i])));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            for w in workers {
+                for (i, r) in w.join().expect("decode thread panicked") {
+                    out[i] = Some(r);
+                }
+            }
+        });
+        out.into_iter()
+            .map(|r| r.expect("every index handed out"))
+            .collect()
+    }
+}
+
 /// Errors with the tensor's name if any value is NaN or infinite.
 pub fn check_finite<'a>(
     path: &Path,

@@ -176,3 +176,46 @@ fn files_past_the_write_behind_mark_read_back_exactly() {
         assert!(back.as_slice().unwrap() == &v[..], "{}", s.name);
     }
 }
+
+#[test]
+fn reading_many_tensors_in_parallel_gives_each_read_in_order() {
+    // 20 MB in all, past the threshold for threads; one tensor with a NaN, one integer tensor,
+    // one missing name: each result is what `read_f32` alone gives.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.safetensors");
+    let mut specs: Vec<TensorSpec> = (0..5)
+        .map(|i| TensorSpec {
+            name: format!("f{i}"),
+            dtype: if i == 3 { Dtype::BF16 } else { Dtype::F32 },
+            shape: vec![1_000_000 + i * 7],
+        })
+        .collect();
+    specs.push(TensorSpec {
+        name: "ids".into(),
+        dtype: Dtype::I64,
+        shape: vec![4],
+    });
+    let mut w = SafetensorsWriter::create(&path, &specs, &BTreeMap::new()).unwrap();
+    for s in &specs[..5] {
+        let mut v = values(s.shape[0]);
+        if s.name == "f2" {
+            v[123_456] = f32::NAN;
+        }
+        let view = ndarray::ArrayViewD::from_shape(&s.shape[..], &v[..]).unwrap();
+        w.write_f32(&s.name, view).unwrap();
+    }
+    w.write_raw("ids", &[4], &[0u8; 32]).unwrap();
+    w.finish().unwrap();
+    let store = TensorStore::open_file(&path).unwrap();
+    let names = ["f4", "ids", "f0", "f2", "nope", "f3", "f1"];
+    let many = store.read_many_f32(&names);
+    assert_eq!(many.len(), names.len());
+    for (name, got) in names.iter().zip(many) {
+        let alone = store.read_f32(name);
+        match (got, alone) {
+            (Ok(a), Ok(b)) => assert!(a == b, "{name}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{name}"),
+            (a, b) => panic!("{name}: {:?} vs {:?}", a.is_ok(), b.is_ok()),
+        }
+    }
+}
