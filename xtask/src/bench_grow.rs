@@ -143,6 +143,10 @@ pub fn run(args: GrowArgs) -> Result<()> {
         v[v.len() / 2]
     };
     let (g, c) = (median(&mut grows), median(&mut copies));
+    // Sorted by `median`: the spread is the first and last run.
+    let spread = |v: &[Measured]| (v[0].seconds, v[v.len() - 1].seconds);
+    let (g_lo, g_hi) = spread(&grows);
+    let (c_lo, c_hi) = spread(&copies);
     let out_bytes = size_of(&out.join("model.safetensors"))?;
     let src_bytes = size_of(&source.join("model.safetensors"))?;
     let gb = |b: u64| b as f64 / 1e9;
@@ -150,6 +154,8 @@ pub fn run(args: GrowArgs) -> Result<()> {
         let v = serde_json::json!({
             "source_bytes": src_bytes, "output_bytes": out_bytes, "runs": args.runs,
             "grow": g, "copy": c,
+            "grow_seconds": grows.iter().map(|m| m.seconds).collect::<Vec<_>>(),
+            "copy_seconds": copies.iter().map(|m| m.seconds).collect::<Vec<_>>(),
             "time_ratio": g.seconds / c.seconds,
             "rss_over_output": g.peak_rss as f64 / out_bytes as f64,
         });
@@ -161,17 +167,24 @@ pub fn run(args: GrowArgs) -> Result<()> {
             gb(out_bytes),
             args.runs
         );
-        println!("{:<28} {:>9} {:>12}", "", "seconds", "peak RSS");
         println!(
-            "{:<28} {:>9.2} {:>9.2} GB",
+            "{:<28} {:>9} {:>13} {:>12}",
+            "", "seconds", "(min - max)", "peak RSS"
+        );
+        println!(
+            "{:<28} {:>9.2} ({:.2} - {:.2}) {:>9.2} GB",
             "cargo xtask grow (FPI)",
             g.seconds,
+            g_lo,
+            g_hi,
             gb(g.peak_rss)
         );
         println!(
-            "{:<28} {:>9.2} {:>9.2} GB",
+            "{:<28} {:>9.2} ({:.2} - {:.2}) {:>9.2} GB",
             "cp + fsync of the output",
             c.seconds,
+            c_lo,
+            c_hi,
             gb(c.peak_rss)
         );
         println!(

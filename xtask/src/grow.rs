@@ -329,3 +329,82 @@ fn progress(len: u64) -> ProgressBar {
     );
     bar
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bert2bert_checkpoint::BertConfig;
+    use bert2bert_checkpoint::random::{Heads, Init};
+    use bert2bert_checkpoint::safetensors::TensorStore;
+
+    fn plan_for(model: &Model) -> GrowPlan<'_> {
+        let target = Target {
+            layers: 4,
+            hidden: 48,
+            heads: 3,
+            intermediate: 96,
+        };
+        GrowPlan::new(model, &target, &GrowOptions::default()).unwrap()
+    }
+
+    fn small_bert() -> Model {
+        let cfg = BertConfig::new(40, 32, 2, 2, 64, 16);
+        Model::Bert(bert2bert_checkpoint::Bert::random(
+            &cfg,
+            Heads::ALL,
+            Init::TEST,
+            3,
+        ))
+    }
+
+    #[test]
+    fn streaming_writes_the_same_file_as_writing_the_built_model() {
+        let model = small_bert();
+        let plan = plan_for(&model);
+        let tmp = tempfile::tempdir().unwrap();
+        let (out, built) = (tmp.path().join("out"), tmp.path().join("built"));
+        for dtype in [Dtype::F32, Dtype::BF16] {
+            write_plan(&plan, tmp.path(), &[], &out, dtype, true).unwrap();
+            bert2bert_checkpoint::ModelDir::new(tmp.path().into(), plan.build(), dtype, vec![])
+                .write(
+                    &built,
+                    &bert2bert_checkpoint::WriteOptions {
+                        dtype: None,
+                        overwrite: true,
+                    },
+                )
+                .unwrap();
+            let bytes = |d: &Path| std::fs::read(d.join(WEIGHTS_FILE)).unwrap();
+            assert!(bytes(&out) == bytes(&built), "{dtype}");
+            // More tensors than the stream's two buffers, each in its own slot.
+            let store = TensorStore::open_dir(&out).unwrap();
+            assert!(plan.len() > 2 && store.names().count() == plan.len());
+            if dtype == Dtype::F32 {
+                for i in 0..plan.len() {
+                    assert!(store.read_f32(plan.name(i)).unwrap() == plan.tensor(i));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_finite_value_stops_the_stream_and_leaves_nothing() {
+        let mut model = small_bert();
+        let Model::Bert(b) = &mut model else {
+            unreachable!()
+        };
+        b.layers[1].intermediate.weight[[5, 7]] = f32::NAN;
+        let plan = plan_for(&model);
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let err = write_plan(&plan, tmp.path(), &[], &out, Dtype::F32, false).unwrap_err();
+        match err.downcast_ref::<CheckpointError>() {
+            Some(CheckpointError::NonFinite { tensor, .. }) => {
+                assert!(tensor.contains("intermediate.dense.weight"), "{tensor}")
+            }
+            _ => panic!("expected NonFinite, got {err:#}"),
+        }
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
