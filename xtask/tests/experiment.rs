@@ -272,13 +272,23 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
 /// docs/results.md is generated from results/mini/summary.json (or says no results exist yet).
 #[test]
 fn results_doc_matches_the_mini_summary() {
+    check_results_doc("mini");
+}
+
+/// The GPT-2 part of docs/results.md has its own markers and its own summary.
+#[test]
+fn results_doc_matches_the_gpt2_mini_summary() {
+    check_results_doc("gpt2-mini");
+}
+
+fn check_results_doc(preset: &str) {
     let root = root();
     let o = xtask(&[
         "experiment",
         "--preset",
-        "mini",
+        preset,
         "--out",
-        s(&root.join("results/mini")),
+        s(&root.join("results").join(preset)),
         "--check-doc",
         s(&root.join("docs/results.md")),
     ]);

@@ -4,6 +4,7 @@
 //! Text is drawn with the bundled DejaVu Sans (assets/fonts) through plotters' `ab_glyph`
 //! backend, so no system font library is needed.
 
+use super::Method;
 use super::summary::{Point, SettingSummary, Summary};
 use anyhow::Context;
 use plotters::prelude::*;
@@ -28,15 +29,19 @@ fn register_font() -> anyhow::Result<()> {
     result
 }
 
-/// Line colours, one per method in table order (colour-blind-safe Okabe-Ito palette).
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(0, 0, 0),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 158, 115),
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-];
+/// A method's line colour (colour-blind-safe Okabe-Ito palette), fixed per method so that a
+/// method has the same colour in every plot.
+fn colour(m: Method) -> RGBColor {
+    match m {
+        Method::Scratch => RGBColor(0, 0, 0),
+        Method::DirectCopy => RGBColor(230, 159, 0),
+        Method::StackBert => RGBColor(86, 180, 233),
+        Method::Fpi => RGBColor(0, 158, 115),
+        Method::Exact => RGBColor(204, 121, 167),
+        Method::Aki => RGBColor(0, 114, 178),
+        Method::Bert2Bert => RGBColor(213, 94, 0),
+    }
+}
 
 /// Writes `loss_vs_flops_<setting>.png` and `loss_vs_time_<setting>.png` into `out`.
 pub fn plots(summary: &Summary, out: &Path) -> anyhow::Result<()> {
@@ -60,15 +65,14 @@ enum Axis {
 }
 
 fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
-    let curves: Vec<(usize, usize, &str, &[Point])> = set
+    let curves: Vec<(Method, usize, &str, &[Point])> = set
         .methods
         .iter()
-        .map(|m| (m.method as usize, m))
-        .flat_map(|(mi, m)| {
+        .flat_map(|m| {
             m.runs
                 .iter()
                 .enumerate()
-                .map(move |(k, r)| (mi, k, m.label.as_str(), r.curve.as_slice()))
+                .map(move |(k, r)| (m.method, k, m.label.as_str(), r.curve.as_slice()))
         })
         .filter(|c| !c.3.is_empty())
         .collect();
@@ -95,7 +99,7 @@ fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
     // little above the target and the grown models' starting losses.
     let starts = curves
         .iter()
-        .filter(|c| c.0 != 0)
+        .filter(|c| c.0 != Method::Scratch)
         .filter_map(|c| c.3.first().map(|p| p.loss))
         .fold(f64::NEG_INFINITY, f64::max);
     let reference = target
@@ -194,7 +198,7 @@ fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey));
     }
     for &(mi, k, label, curve) in &curves {
-        let colour = COLOURS[mi % COLOURS.len()];
+        let colour = colour(mi);
         let style = if k == 0 {
             colour.stroke_width(2)
         } else {
