@@ -6,17 +6,22 @@ Not part of CI (CI has no transformers); run where transformers is installed:
     python3 scripts/hf_tokenizer_check.py assets/tokenizer-gpt2 assets/corpus/valid.txt.gz \
         [--ids IDS.json] [--json OUT.json]
 
-Loads the folder with AutoTokenizer (the fast tokenizer, from tokenizer.json) and with the slow
-GPT2Tokenizer (from vocab.json + merges.txt alone), encodes every line of the corpus file with
-both, and requires: the same ids from both, `<|endoftext|>` as bos/eos with id 0, a vocabulary
-of the size the config says, and decoding that gives every line back byte for byte. With --ids
+Loads the folder with AutoTokenizer (from tokenizer.json), with GPT2Tokenizer, and with
+GPT2TokenizerFast from a copy of the folder that holds only vocab.json, merges.txt and the two
+config files (so the BPE files alone define it), encodes every line of the corpus file with
+each, and requires: the same ids from all, `<|endoftext|>` as bos/eos with id 0, the same
+vocabulary size, and decoding that gives every line back byte for byte. (In transformers 5,
+GPT2Tokenizer and GPT2TokenizerFast are both backed by the `tokenizers` library.) With --ids
 (a JSON object {"lines": [...], "ids": [[...], ...]} written by this project's Rust tokenizer),
 the ids must also equal the Rust ones. Exit code 1 on any mismatch.
 """
 import argparse
 import gzip
 import json
+import os
+import shutil
 import sys
+import tempfile
 
 import transformers
 
@@ -31,6 +36,10 @@ def main():
     args = ap.parse_args()
     fast = transformers.AutoTokenizer.from_pretrained(args.folder)
     slow = transformers.GPT2Tokenizer.from_pretrained(args.folder)
+    files_only = tempfile.mkdtemp()
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(args.folder, name), files_only)
+    from_files = transformers.GPT2TokenizerFast.from_pretrained(files_only)
     opener = gzip.open if args.corpus.endswith(".gz") else open
     with opener(args.corpus, "rt", encoding="utf-8") as f:
         lines = [l.rstrip("\n") for l in f if l.strip()][: args.max_lines]
@@ -38,6 +47,7 @@ def main():
     if fast.eos_token != "<|endoftext|>" or fast.eos_token_id != 0 or fast.bos_token_id != 0:
         problems.append(f"eos/bos: {fast.eos_token!r} id {fast.eos_token_id}, bos id {fast.bos_token_id}")
     mismatched = 0
+    files_mismatched = 0
     not_round_trip = 0
     tokens = 0
     for line in lines:
@@ -48,6 +58,11 @@ def main():
             mismatched += 1
             if mismatched <= 3:
                 problems.append(f"fast != slow on {line[:60]!r}: {a[:10]} vs {b[:10]}")
+        c = from_files.encode(line)
+        if a != c:
+            files_mismatched += 1
+            if files_mismatched <= 3:
+                problems.append(f"tokenizer.json != vocab.json+merges.txt on {line[:60]!r}: {a[:10]} vs {c[:10]}")
         if fast.decode(a) != line:
             not_round_trip += 1
             if not_round_trip <= 3:
@@ -64,6 +79,9 @@ def main():
         "transformers": transformers.__version__,
         "fast_class": type(fast).__name__,
         "slow_class": type(slow).__name__,
+        "files_only_class": type(from_files).__name__,
+        "vocab_size_files_only": len(from_files),
+        "files_only_vs_tokenizer_json_mismatched_lines": files_mismatched,
         "vocab_size_fast": len(fast),
         "vocab_size_slow": len(slow),
         "lines": len(lines),
@@ -72,7 +90,7 @@ def main():
         "round_trip_failures": not_round_trip,
         "rust_ids": rust,
         "problems": problems,
-        "ok": not problems and len(fast) == len(slow),
+        "ok": not problems and len(fast) == len(slow) == len(from_files),
     }
     text = json.dumps(result, indent=2)
     print(text)
