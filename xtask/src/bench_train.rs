@@ -1,12 +1,15 @@
-//! `cargo xtask bench train`: training-step throughput of the bundled model's shape and of a
-//! 1.5x wider one, next to the machine's matmul rate measured in the same run.
+//! `cargo xtask bench train`: training-step throughput of the bundled models' shape and of a
+//! 1.5x wider one (BERT or GPT-2), next to the machine's matmul rate measured in the same run.
 
-use crate::pretrain::{DeviceKind, device, keep_freed_memory};
-use bert2bert_checkpoint::BertConfig;
+use crate::pretrain::{Arch, DeviceKind, device, keep_freed_memory};
+use bert2bert_checkpoint::random::SplitMix64;
+use bert2bert_checkpoint::{BertConfig, Gpt2Config};
 use bert2bert_train::bert::{Params, Scope};
+use bert2bert_train::data::causal::CausalBatch;
+use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
-    BatchSource, CarryFiles, SyntheticBatches, TrainConfig, Trainer, TwoStage,
+    Batch, BatchSource, CarryFiles, ModelParams, SyntheticBatches, TrainConfig, Trainer, TwoStage,
 };
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
@@ -32,6 +35,9 @@ pub struct Args {
     /// Also time a stage-1 step (sub-models, l_b = 1).
     #[arg(long)]
     pub two_stage: bool,
+    /// Model family: bert (masked-LM) or gpt2 (next-token at every position).
+    #[arg(long, value_enum, default_value_t = Arch::Bert)]
+    pub arch: Arch,
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
@@ -70,9 +76,68 @@ pub struct StepTiming {
     pub gflops: f64,
 }
 
-/// Times `steps` training steps (median, after 2 warm-ups) of a model of `cfg`.
+/// Seeded uniform-token next-token batches, GPT-2's counterpart of [`SyntheticBatches`].
+struct SyntheticCausal {
+    rng: SplitMix64,
+    vocab: usize,
+    batch_size: usize,
+    seq_len: usize,
+}
+
+impl BatchSource for SyntheticCausal {
+    fn next_batch(&mut self) -> bert2bert_train::Result<Batch> {
+        let window: Vec<u32> = (0..self.batch_size * (self.seq_len + 1))
+            .map(|_| self.rng.below(self.vocab) as u32)
+            .collect();
+        let rows = window.chunks(self.seq_len + 1);
+        Ok(Batch::Causal(CausalBatch {
+            input_ids: rows
+                .clone()
+                .flat_map(|r| &r[..self.seq_len])
+                .copied()
+                .collect(),
+            targets: rows.flat_map(|r| &r[1..]).copied().collect(),
+            batch_size: self.batch_size,
+            seq_len: self.seq_len,
+        }))
+    }
+}
+
+/// A fresh model of `arch` with `hidden` units, `heads` heads and FFN `ffn`, 4 layers.
+fn fresh(
+    args: &Args,
+    hidden: usize,
+    heads: usize,
+    ffn: usize,
+    dev: &Device,
+) -> anyhow::Result<(ModelParams, Box<dyn BatchSource>)> {
+    let (b, s, v) = (args.batch_size, args.seq_len, args.vocab);
+    Ok(match args.arch {
+        Arch::Bert => {
+            let cfg = BertConfig::new(v, hidden, 4, heads, ffn, s);
+            (
+                Params::fresh(&cfg, 0, dev)?.into(),
+                Box::new(SyntheticBatches::new(v, b, s, 1)),
+            )
+        }
+        Arch::Gpt2 => {
+            let mut cfg = Gpt2Config::new(v, hidden, 4, heads, s);
+            cfg.n_inner = (ffn != 4 * hidden).then_some(ffn);
+            let src = SyntheticCausal {
+                rng: SplitMix64::new(1),
+                vocab: v,
+                batch_size: b,
+                seq_len: s,
+            };
+            (Gpt2Params::fresh(&cfg, 0, dev)?.into(), Box::new(src))
+        }
+    })
+}
+
+/// Times `steps` training steps (median, after 2 warm-ups) of `params` on `src`.
 pub fn time_steps(
-    cfg: &BertConfig,
+    params: ModelParams,
+    src: &mut dyn BatchSource,
     args: &Args,
     two_stage: bool,
     dev: &Device,
@@ -99,9 +164,7 @@ pub fn time_steps(
             stage1_steps: steps,
         }),
     };
-    let params = Params::fresh(cfg, 0, dev)?;
     let mut trainer = Trainer::new(tc, params, dev.clone(), &out, CarryFiles::default())?;
-    let mut src = SyntheticBatches::new(cfg.vocab_size, args.batch_size, args.seq_len, 1);
     let mut times = Vec::new();
     let mut flops_per_s = Vec::new();
     for i in 0..steps {
@@ -136,21 +199,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         n = args.matmul_size
     );
     println!(
-        "training step, batch {} x {} tokens, vocab {}, AdamW, decoder at masked positions only:",
-        args.batch_size, args.seq_len, args.vocab
+        "{} training step, batch {} x {} tokens, vocab {}, AdamW, {}:",
+        args.arch.family().name(),
+        args.batch_size,
+        args.seq_len,
+        args.vocab,
+        match args.arch {
+            Arch::Bert => "decoder at masked positions only",
+            Arch::Gpt2 => "LM head at every position",
+        }
     );
     let shapes = [
         ("bundled 4 x 128 (2 heads, FFN 512)", 128, 2, 512),
         ("1.5x wider 4 x 192 (3 heads, FFN 768)", 192, 3, 768),
     ];
     for (name, hidden, heads, ffn) in shapes {
-        let cfg = BertConfig::new(args.vocab, hidden, 4, heads, ffn, args.seq_len);
         let mut modes = vec![("full", false)];
         if args.two_stage {
             modes.push(("stage 1", true));
         }
         for (mode, two) in modes {
-            let t = time_steps(&cfg, &args, two, &dev)?;
+            let (params, mut src) = fresh(&args, hidden, heads, ffn, &dev)?;
+            let t = time_steps(params, src.as_mut(), &args, two, &dev)?;
             println!(
                 "  {name:40} {mode:8} {:7.3} s/step {:8.0} tokens/s {:6.1} GFLOP/s ({:4.1}% of matmul peak)",
                 t.seconds,
