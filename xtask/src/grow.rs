@@ -157,8 +157,8 @@ fn target_from_config(path: &Path, family: Family) -> Result<Target> {
 /// Runs `cargo xtask grow`.
 pub fn run(args: Args) -> Result<()> {
     let source_dir = args.source.clone().unwrap_or_else(bundled_model);
-    // Reading transposes every linear weight into a new buffer and frees the old one: keep freed
-    // memory in the heap so the next tensor reuses touched pages (fresh pages cost ~9 us each here).
+    // Growth's scratch buffers and verification's forward passes allocate and free per tensor:
+    // keep freed memory in the heap so later ones reuse touched pages (fresh pages are costly here).
     crate::pretrain::keep_freed_memory();
     let t0 = Instant::now();
     let source = read_model_dir(&source_dir)?;
@@ -214,8 +214,8 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Writes the grown model of `plan` into `out` atomically: the safetensors header is computed
-/// from the shapes up front, then each tensor is grown into one reused buffer and written to its
-/// slot, so memory stays near the source plus the largest tensor.
+/// from the shapes up front, then each tensor is grown into one of two reused buffers and written
+/// to its slot, so memory stays near the source plus twice the largest tensor.
 pub fn write_plan(
     plan: &GrowPlan<'_>,
     source_dir: &Path,
