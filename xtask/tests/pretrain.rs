@@ -186,3 +186,36 @@ fn pretrain_refuses_an_arch_that_contradicts_init() {
     assert!(err.contains("--arch") && err.contains("bert"), "{err}");
     assert!(!tmp.path().join("o").exists(), "nothing written");
 }
+
+/// `bench train` runs both families end to end (tiny sizes: this checks the wiring, not speed).
+#[test]
+fn bench_train_runs_for_both_families() {
+    for arch in ["bert", "gpt2"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "bench",
+                "train",
+                "--arch",
+                arch,
+                "--steps",
+                "1",
+                "--vocab",
+                "64",
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "8",
+                "--matmul-size",
+                "32",
+                "--two-stage",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with("device Cpu"), "{out}");
+        assert!(out.contains(&format!("{arch} training step")), "{out}");
+        // Two shapes, each timed in full and in stage 1.
+        assert_eq!(out.matches("tokens/s").count(), 4, "{out}");
+    }
+}
