@@ -16,7 +16,7 @@ pub use corpus::{
 };
 pub use error::DataError;
 pub use mlm::{
-    BatcherState, IGNORE_INDEX, MlmBatch, MlmBatcher, MlmConfig, eval_batches, n_sequences,
-    tokens_per_epoch,
+    IGNORE_INDEX, MlmBatch, MlmBatcher, MlmConfig, eval_batches, n_sequences, tokens_per_epoch,
 };
+pub use pack::BatcherState;
 pub use tokenizer::{SPECIAL_TOKENS, SpecialIds, TOKENIZER_FILE, load_tokenizer};

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
-use super::pack::{EpochOrder, Packing};
-use super::{BatcherState, DataError, Split, read_documents, tokenize_documents};
+use super::pack::{BatcherState, Cursor, Packing, check_ids};
+use super::{DataError, Split, read_documents, tokenize_documents};
 
 /// The BPE tokenizer file, relative to the assets folder.
 pub const BPE_TOKENIZER_FILE: &str = "tokenizer-gpt2/tokenizer.json";
@@ -130,43 +130,31 @@ pub fn load_causal_split(
     causal_stream(tokenizer, &read_documents(&path)?, &path)
 }
 
-fn check_ids(stream: &[u32], vocab_size: usize) -> Result<(), DataError> {
-    match stream.iter().position(|&t| t as usize >= vocab_size) {
-        Some(i) => Err(DataError::Invalid(format!(
-            "token {} at stream position {i} is outside the vocabulary of {vocab_size}",
-            stream[i]
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Seeded causal-LM batches from one token stream, epoch after epoch.
 ///
 /// Batch `s` holds the windows drawn at slots `s * batch_size ..` of a seeded per-epoch
-/// shuffle ([`EpochOrder`]): a pure function of `(seed, s)`; resuming is setting the step.
+/// shuffle ([`super::pack::EpochOrder`]): a pure function of `(seed, s)`; resuming is setting the step.
 #[derive(Clone, Debug)]
 pub struct CausalBatcher {
-    stream: Arc<[u32]>,
     cfg: CausalConfig,
-    packing: Packing,
-    order: EpochOrder,
-    step: u64,
+    cursor: Cursor,
 }
 
 impl CausalBatcher {
     /// A batcher at step 0 over `stream`.
     pub fn new(stream: impl Into<Arc<[u32]>>, cfg: CausalConfig) -> Result<Self, DataError> {
         cfg.validate()?;
-        let stream = stream.into();
-        check_ids(&stream, cfg.vocab_size)?;
-        let packing = cfg.packing(stream.len())?;
-        Ok(Self {
-            order: EpochOrder::new(packing.n_chunks, cfg.seed),
-            stream,
-            cfg,
-            packing,
-            step: 0,
-        })
+        // A window reads one token past its chunk: the last target.
+        let cursor = Cursor::new(
+            stream.into(),
+            cfg.vocab_size,
+            |len| cfg.packing(len),
+            1,
+            cfg.seed,
+            cfg.seq_len,
+            cfg.batch_size,
+        )?;
+        Ok(Self { cfg, cursor })
     }
 
     /// A batcher that continues exactly where the one that reported `state` stood.
@@ -178,28 +166,13 @@ impl CausalBatcher {
         state: &BatcherState,
     ) -> Result<Self, DataError> {
         let mut batcher = Self::new(stream, cfg)?;
-        let expected = BatcherState {
-            step: state.step,
-            ..batcher.state()
-        };
-        if *state != expected {
-            return Err(DataError::Invalid(format!(
-                "cannot resume: saved state {state:?} does not match this batcher {expected:?}"
-            )));
-        }
-        batcher.step = state.step;
+        batcher.cursor.resume(state)?;
         Ok(batcher)
     }
 
     /// The state to save for [`CausalBatcher::resume`].
     pub fn state(&self) -> BatcherState {
-        BatcherState {
-            step: self.step,
-            seed: self.cfg.seed,
-            seq_len: self.cfg.seq_len,
-            batch_size: self.cfg.batch_size,
-            n_sequences: self.packing.n_chunks,
-        }
+        self.cursor.state()
     }
 
     /// The configuration.
@@ -209,50 +182,45 @@ impl CausalBatcher {
 
     /// Batches handed out so far (the step of the next batch).
     pub fn step(&self) -> u64 {
-        self.step
+        self.cursor.step()
     }
 
     /// Moves to step `step`: the next batch is the one an uninterrupted batcher gives there.
     pub fn set_step(&mut self, step: u64) {
-        self.step = step;
+        self.cursor.set_step(step);
     }
 
     /// Windows in one epoch.
     pub fn sequences_per_epoch(&self) -> usize {
-        self.packing.n_chunks
+        self.cursor.sequences_per_epoch()
     }
 
     /// Batches in one epoch (fractional: batches may straddle two epochs).
     pub fn steps_per_epoch(&self) -> f64 {
-        self.packing.n_chunks as f64 / self.cfg.batch_size as f64
+        self.cursor.steps_per_epoch()
     }
 
     /// The stream positions window `i` reads (`seq_len + 1` tokens).
     pub fn window(&self, i: usize) -> std::ops::Range<usize> {
-        let r = self.packing.range(i);
-        r.start..r.end + 1
+        self.cursor.row_range(i)
     }
 
     /// The window index drawn at slot `slot` (slot = step * batch_size + row).
     pub fn window_at_slot(&mut self, slot: u64) -> usize {
-        self.order.item(slot)
+        self.cursor.chunk_at_slot(slot)
     }
 
     /// The next batch.
     pub fn next_batch(&mut self) -> CausalBatch {
-        let batch = self.batch_at(self.step);
-        self.step += 1;
-        batch
+        let step = self.cursor.advance();
+        self.batch_at(step)
     }
 
     /// The batch at step `step`, without moving the batcher.
     pub fn batch_at(&mut self, step: u64) -> CausalBatch {
-        let cfg = self.cfg;
-        let mut batch = CausalBatch::with_capacity(cfg.batch_size, cfg.seq_len);
-        for r in 0..cfg.batch_size as u64 {
-            let w = self.order.item(step * cfg.batch_size as u64 + r);
-            let range = self.window(w);
-            batch.push_window(&self.stream[range]);
+        let mut batch = CausalBatch::with_capacity(self.cfg.batch_size, self.cfg.seq_len);
+        for (_, window) in self.cursor.rows(step) {
+            batch.push_window(window);
         }
         batch
     }
@@ -268,21 +236,12 @@ pub fn causal_eval_batches(
     cfg.validate()?;
     check_ids(valid, cfg.vocab_size)?;
     let packing = cfg.packing(valid.len())?;
-    if n_sequences == 0 || n_sequences > packing.n_chunks {
-        return Err(DataError::Invalid(format!(
-            "{n_sequences} evaluation sequences asked, the validation stream of {} tokens holds {} \
-             windows of {} + 1",
-            valid.len(),
-            packing.n_chunks,
-            cfg.seq_len
-        )));
-    }
+    let unit = format!("windows of {} + 1", cfg.seq_len);
     let mut batches = Vec::new();
-    for first in (0..n_sequences).step_by(cfg.batch_size) {
-        let rows = cfg.batch_size.min(n_sequences - first);
-        let mut batch = CausalBatch::with_capacity(rows, cfg.seq_len);
-        for i in first..first + rows {
-            let r = packing.range(i * packing.n_chunks / n_sequences);
+    for group in packing.spread(n_sequences, cfg.batch_size, valid.len(), &unit)? {
+        let mut batch = CausalBatch::with_capacity(group.len(), cfg.seq_len);
+        for (_, window) in group {
+            let r = packing.range(window);
             batch.push_window(&valid[r.start..r.end + 1]);
         }
         batches.push(batch);

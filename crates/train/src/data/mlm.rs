@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bert2bert_checkpoint::random::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use super::pack::{EpochOrder, Packing, mix};
+use super::pack::{BatcherState, Cursor, Packing, check_ids, mix};
 use super::{DataError, SpecialIds};
 
 /// The label of a position that is not predicted (PyTorch's `ignore_index`).
@@ -176,31 +176,6 @@ fn random_ordinary(rng: &mut SplitMix64, cfg: &MlmConfig) -> u32 {
     }
 }
 
-fn check_ids(stream: &[u32], vocab_size: usize) -> Result<(), DataError> {
-    match stream.iter().position(|&t| t as usize >= vocab_size) {
-        Some(i) => Err(DataError::Invalid(format!(
-            "token {} at stream position {i} is outside the vocabulary of {vocab_size}",
-            stream[i]
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Where a batcher stands: enough to resume it exactly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatcherState {
-    /// Batches handed out so far.
-    pub step: u64,
-    /// The seed it runs with.
-    pub seed: u64,
-    /// Its sequence length.
-    pub seq_len: usize,
-    /// Its batch size.
-    pub batch_size: usize,
-    /// Sequences in its stream (a changed corpus or tokenizer changes this).
-    pub n_sequences: usize,
-}
-
 /// Seeded MLM batches from one token stream, epoch after epoch.
 ///
 /// The stream is packed into `[CLS] body [SEP]` sequences (`body` = `seq_len - 2` consecutive
@@ -210,27 +185,24 @@ pub struct BatcherState {
 /// (dynamic masking), and resuming is setting the step.
 #[derive(Clone, Debug)]
 pub struct MlmBatcher {
-    stream: Arc<[u32]>,
     cfg: MlmConfig,
-    packing: Packing,
-    order: EpochOrder,
-    step: u64,
+    cursor: Cursor,
 }
 
 impl MlmBatcher {
     /// A batcher at step 0 over `stream` (token ids without special tokens).
     pub fn new(stream: impl Into<Arc<[u32]>>, cfg: MlmConfig) -> Result<Self, DataError> {
         cfg.validate()?;
-        let stream = stream.into();
-        check_ids(&stream, cfg.vocab_size)?;
-        let packing = Packing::new(stream.len(), cfg.body_len())?;
-        Ok(Self {
-            order: EpochOrder::new(packing.n_chunks, cfg.seed),
-            stream,
-            cfg,
-            packing,
-            step: 0,
-        })
+        let cursor = Cursor::new(
+            stream.into(),
+            cfg.vocab_size,
+            |len| Packing::new(len, cfg.body_len()),
+            0,
+            cfg.seed,
+            cfg.seq_len,
+            cfg.batch_size,
+        )?;
+        Ok(Self { cfg, cursor })
     }
 
     /// A batcher that continues exactly where the one that reported `state` stood.
@@ -242,28 +214,13 @@ impl MlmBatcher {
         state: &BatcherState,
     ) -> Result<Self, DataError> {
         let mut batcher = Self::new(stream, cfg)?;
-        let expected = BatcherState {
-            step: state.step,
-            ..batcher.state()
-        };
-        if *state != expected {
-            return Err(DataError::Invalid(format!(
-                "cannot resume: saved state {state:?} does not match this batcher {expected:?}"
-            )));
-        }
-        batcher.step = state.step;
+        batcher.cursor.resume(state)?;
         Ok(batcher)
     }
 
     /// The state to save for [`MlmBatcher::resume`].
     pub fn state(&self) -> BatcherState {
-        BatcherState {
-            step: self.step,
-            seed: self.cfg.seed,
-            seq_len: self.cfg.seq_len,
-            batch_size: self.cfg.batch_size,
-            n_sequences: self.packing.n_chunks,
-        }
+        self.cursor.state()
     }
 
     /// The configuration.
@@ -273,46 +230,42 @@ impl MlmBatcher {
 
     /// Batches handed out so far (the step of the next batch).
     pub fn step(&self) -> u64 {
-        self.step
+        self.cursor.step()
     }
 
     /// Sequences in one epoch.
     pub fn sequences_per_epoch(&self) -> usize {
-        self.packing.n_chunks
+        self.cursor.sequences_per_epoch()
     }
 
     /// Batches in one epoch (fractional: batches may straddle two epochs).
     pub fn steps_per_epoch(&self) -> f64 {
-        self.packing.n_chunks as f64 / self.cfg.batch_size as f64
+        self.cursor.steps_per_epoch()
     }
 
     /// Epochs consumed so far (fractional).
     pub fn epoch(&self) -> f64 {
-        self.step as f64 / self.steps_per_epoch()
+        self.step() as f64 / self.steps_per_epoch()
     }
 
     /// Moves to step `step`: the next batch is the one an uninterrupted batcher gives there.
     ///
     /// O(1) (the epoch's order is recomputed lazily): resuming a run from its step count.
     pub fn set_step(&mut self, step: u64) {
-        self.step = step;
+        self.cursor.set_step(step);
     }
 
     /// The next batch.
     pub fn next_batch(&mut self) -> MlmBatch {
-        let batch = self.batch_at(self.step);
-        self.step += 1;
-        batch
+        let step = self.cursor.advance();
+        self.batch_at(step)
     }
 
     /// The batch at step `step`, without moving the batcher.
     pub fn batch_at(&mut self, step: u64) -> MlmBatch {
         let cfg = self.cfg;
         let mut batch = MlmBatch::with_capacity(cfg.batch_size, cfg.seq_len);
-        for r in 0..cfg.batch_size as u64 {
-            let slot = step * cfg.batch_size as u64 + r;
-            let chunk = self.order.item(slot);
-            let body = &self.stream[self.packing.range(chunk)];
+        for (slot, body) in self.cursor.rows(step) {
             let mut rng = SplitMix64::new(mix(cfg.seed, MASK_STREAM, slot));
             batch.push_row(body, &cfg, &mut rng);
         }
@@ -343,21 +296,11 @@ pub fn eval_batches(
     cfg.validate()?;
     check_ids(valid, cfg.vocab_size)?;
     let packing = Packing::new(valid.len(), cfg.body_len())?;
-    if n_sequences == 0 || n_sequences > packing.n_chunks {
-        return Err(DataError::Invalid(format!(
-            "{n_sequences} evaluation sequences asked, the validation stream of {} tokens holds {} \
-             of length {}",
-            valid.len(),
-            packing.n_chunks,
-            cfg.seq_len
-        )));
-    }
+    let unit = format!("of length {}", cfg.seq_len);
     let mut batches = Vec::new();
-    for first in (0..n_sequences).step_by(cfg.batch_size) {
-        let rows = cfg.batch_size.min(n_sequences - first);
-        let mut batch = MlmBatch::with_capacity(rows, cfg.seq_len);
-        for i in first..first + rows {
-            let chunk = i * packing.n_chunks / n_sequences;
+    for group in packing.spread(n_sequences, cfg.batch_size, valid.len(), &unit)? {
+        let mut batch = MlmBatch::with_capacity(group.len(), cfg.seq_len);
+        for (i, chunk) in group {
             let mut rng = SplitMix64::new(mix(cfg.seed, EVAL_STREAM, i as u64));
             batch.push_row(&valid[packing.range(chunk)], cfg, &mut rng);
         }
