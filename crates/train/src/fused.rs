@@ -14,6 +14,46 @@ use rayon::prelude::*;
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
+/// Elements per parallel task of an element-wise kernel.
+const ELEMS_PER_TASK: usize = 4096;
+
+/// `f(out_row, x_row)` for every row of `d` values of `x`, `rows_per_task` rows to a parallel
+/// task; the output has the shape of `x`.
+fn map_rows(
+    x: &[f32],
+    d: usize,
+    rows_per_task: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    let n = d * rows_per_task;
+    y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
+        for (y, x) in y.chunks_mut(d).zip(x.chunks(d)) {
+            f(y, x);
+        }
+    });
+    y
+}
+
+/// [`map_rows`] over two inputs of the same shape: `f(out_row, a_row, b_row)`.
+fn map_rows2(
+    a: &[f32],
+    b: &[f32],
+    d: usize,
+    rows_per_task: usize,
+    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
+) -> Vec<f32> {
+    let mut y = vec![0f32; a.len()];
+    let n = d * rows_per_task;
+    y.par_chunks_mut(n)
+        .zip(a.par_chunks(n).zip(b.par_chunks(n)))
+        .for_each(|(y, (a, b))| {
+            for ((y, a), b) in y.chunks_mut(d).zip(a.chunks(d)).zip(b.chunks(d)) {
+                f(y, a, b);
+            }
+        });
+    y
+}
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
@@ -48,122 +88,118 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2 pi).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
+/// A row-local op with a hand-written backward: the forward maps each row of its input, the
+/// backward each row of one saved tensor (the forward's input or output) with the gradient.
+trait RowOp: Send + Sync + Copy + 'static {
+    /// Name of the forward op.
+    const NAME: &'static str;
+    /// Name of the backward op.
+    const BWD_NAME: &'static str;
+    /// Whether the backward reads the forward's output (else its input).
+    const SAVES_OUTPUT: bool;
+    /// Values per row and rows per parallel task, for an input of layout `l`.
+    fn rows(l: &Layout) -> Result<(usize, usize)>;
+    /// One output row from one input row.
+    fn forward(y: &mut [f32], x: &[f32]);
+    /// One row of the input gradient from the saved row and the output gradient.
+    fn backward(dx: &mut [f32], saved: &[f32], g: &[f32]);
+}
+
+/// The candle op running a [`RowOp`]'s forward.
+#[derive(Clone, Copy)]
+struct Rows<K>(K);
+/// The candle op running a [`RowOp`]'s backward on (saved, gradient).
+struct RowsBwd<K>(K);
+
+impl<K: RowOp> CustomOp1 for Rows<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let (d, per_task) = K::rows(l)?;
+        let y = map_rows(x, d, per_task, K::forward);
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let saved = if K::SAVES_OUTPUT { res } else { arg };
+        Ok(Some(
+            saved.apply_op2_no_bwd(&grad.contiguous()?, &RowsBwd(self.0))?,
+        ))
+    }
+}
+
+impl<K: RowOp> CustomOp2 for RowsBwd<K> {
+    fn name(&self) -> &'static str {
+        K::BWD_NAME
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let saved = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let (d, per_task) = K::rows(l1)?;
+        let dx = map_rows2(saved, g, d, per_task, K::backward);
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+#[derive(Clone, Copy)]
 struct GeluErf;
-struct GeluErfBwd;
 
-impl CustomOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "fused-gelu-erf"
+impl RowOp for GeluErf {
+    const NAME: &'static str = "fused-gelu-erf";
+    const BWD_NAME: &'static str = "fused-gelu-erf-bwd";
+    const SAVES_OUTPUT: bool = false;
+    fn rows(_: &Layout) -> Result<(usize, usize)> {
+        // Element-wise: any split into rows will do.
+        Ok((ELEMS_PER_TASK, 1))
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, self.name())?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(4096)
-            .zip(x.par_chunks(4096))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
-                }
-            });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+    fn forward(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+        }
     }
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfBwd)?,
-        ))
+    fn backward(dx: &mut [f32], x: &[f32], g: &[f32]) {
+        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+            // d/dx x Phi(x) = Phi(x) + x phi(x).
+            let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+            *dx = g * (cdf + x * pdf);
+        }
     }
 }
 
-impl CustomOp2 for GeluErfBwd {
-    fn name(&self) -> &'static str {
-        "fused-gelu-erf-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, self.name())?;
-        let g = f32_slice(s2, l2, self.name())?;
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(4096)
-            .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
-            .for_each(|(dx, (x, g))| {
-                for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                    // d/dx x Phi(x) = Phi(x) + x phi(x).
-                    let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
-                    *dx = g * (cdf + x * pdf);
-                }
-            });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
-    }
-}
-
+#[derive(Clone, Copy)]
 struct Softmax;
-struct SoftmaxBwd;
 
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "fused-softmax"
+impl RowOp for Softmax {
+    const NAME: &'static str = "fused-softmax";
+    const BWD_NAME: &'static str = "fused-softmax-bwd";
+    const SAVES_OUTPUT: bool = true;
+    fn rows(l: &Layout) -> Result<(usize, usize)> {
+        Ok((last_dim(l)?, ROWS_PER_TASK))
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, self.name())?;
-        let d = last_dim(l)?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d * ROWS_PER_TASK)
-            .zip(x.par_chunks(d * ROWS_PER_TASK))
-            .for_each(|(y, x)| {
-                for (y, x) in y.chunks_mut(d).zip(x.chunks(d)) {
-                    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                    let mut sum = 0f32;
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = (x - max).exp();
-                        sum += *y;
-                    }
-                    let inv = 1.0 / sum;
-                    y.iter_mut().for_each(|y| *y *= inv);
-                }
-            });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+    fn forward(y: &mut [f32], x: &[f32]) {
+        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0f32;
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = (x - max).exp();
+            sum += *y;
+        }
+        let inv = 1.0 / sum;
+        y.iter_mut().for_each(|y| *y *= inv);
     }
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBwd)?,
-        ))
-    }
-}
-
-impl CustomOp2 for SoftmaxBwd {
-    fn name(&self) -> &'static str {
-        "fused-softmax-bwd"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let y = f32_slice(s1, l1, self.name())?;
-        let g = f32_slice(s2, l2, self.name())?;
-        let d = last_dim(l1)?;
-        let mut dx = vec![0f32; y.len()];
-        let n = d * ROWS_PER_TASK;
-        dx.par_chunks_mut(n)
-            .zip(y.par_chunks(n).zip(g.par_chunks(n)))
-            .for_each(|(dx, (y, g))| {
-                for ((dx, y), g) in dx.chunks_mut(d).zip(y.chunks(d)).zip(g.chunks(d)) {
-                    // dx = y (g - sum(g y)).
-                    let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
-                    for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
-                        *dx = y * (g - dot);
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    fn backward(dx: &mut [f32], y: &[f32], g: &[f32]) {
+        // dx = y (g - sum(g y)).
+        let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+        for ((dx, &y), &g) in dx.iter_mut().zip(y).zip(g) {
+            *dx = y * (g - dot);
+        }
     }
 }
 
@@ -205,14 +241,10 @@ impl CustomOp3 for LayerNormOp {
                 b.len()
             );
         }
-        let mut y = vec![0f32; x.len()];
-        let n = d * ROWS_PER_TASK;
-        y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
-            for (y, x) in y.chunks_mut(d).zip(x.chunks(d)) {
-                let (mean, rstd) = row_stats(x, self.eps);
-                for i in 0..d {
-                    y[i] = (x[i] - mean) * rstd * w[i] + b[i];
-                }
+        let y = map_rows(x, d, ROWS_PER_TASK, |y, x| {
+            let (mean, rstd) = row_stats(x, self.eps);
+            for i in 0..d {
+                y[i] = (x[i] - mean) * rstd * w[i] + b[i];
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -398,7 +430,7 @@ fn use_fused(x: &Tensor) -> bool {
 /// Exact (erf) GELU.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if use_fused(x) {
-        x.contiguous()?.apply_op1(GeluErf)
+        x.contiguous()?.apply_op1(Rows(GeluErf))
     } else {
         x.gelu_erf()
     }
@@ -407,7 +439,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 /// Softmax over the last axis.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if use_fused(x) {
-        x.contiguous()?.apply_op1(Softmax)
+        x.contiguous()?.apply_op1(Rows(Softmax))
     } else {
         crate::bert::softmax_composed(x)
     }
