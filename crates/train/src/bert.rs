@@ -12,9 +12,8 @@
 
 use bert2bert_checkpoint::random::{Heads, Init, SplitMix64};
 use bert2bert_checkpoint::{Activation, Bert, BertConfig};
-use candle_core::{D, DType, Device, Result, Tensor, Var};
+use candle_core::{D, Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ndarray::{Array1, Array2};
 
 /// Seeded dropout: real in training, the identity in evaluation.
 ///
@@ -592,18 +591,12 @@ impl Params {
         };
         let untied = mlm.decoder.is_some();
         b.validate()?;
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().expect("varmap lock");
-            for (name, t) in b.named_tensors() {
-                if !is_head_or_encoder(&name) {
-                    continue;
-                }
-                let values: Vec<f32> = t.iter().copied().collect();
-                let tensor = Tensor::from_vec(values, t.shape(), device)?;
-                data.insert(name, Var::from_tensor(&tensor)?);
-            }
-        }
+        let varmap = crate::vars::from_tensors(
+            b.named_tensors()
+                .into_iter()
+                .filter(|(name, _)| is_head_or_encoder(name)),
+            device,
+        )?;
         Ok(Self {
             varmap,
             template: b,
@@ -651,67 +644,32 @@ impl Params {
     /// The current weights as a typed checkpoint (Hugging Face `BertForMaskedLM` names).
     pub fn to_bert(&self) -> crate::Result<Bert> {
         let mut b = self.template.clone();
-        let vars = self.named_vars();
-        let get = |name: &str| -> crate::Result<Tensor> {
-            vars.iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_detached_tensor())
-                .ok_or_else(|| crate::TrainError::Model(format!("no parameter `{name}`")))
-        };
-        let vec1 = |name: &str| -> crate::Result<Array1<f32>> {
-            Ok(Array1::from(
-                get(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
-            ))
-        };
-        let mat = |name: &str| -> crate::Result<Array2<f32>> {
-            let t = get(name)?.to_dtype(DType::F32)?;
-            let (r, c) = t.dims2()?;
-            let v = t.flatten_all()?.to_vec1::<f32>()?;
-            Ok(Array2::from_shape_vec((r, c), v).expect("shape"))
-        };
-        // Linear weights are (out, in) in candle and Hugging Face, (in, out) in the checkpoint.
-        let linear = |p: &str| -> crate::Result<bert2bert_checkpoint::Linear> {
-            Ok(bert2bert_checkpoint::Linear {
-                weight: mat(&format!("{p}.weight"))?
-                    .reversed_axes()
-                    .as_standard_layout()
-                    .into_owned(),
-                bias: vec1(&format!("{p}.bias"))?,
-            })
-        };
-        let ln = |p: &str| -> crate::Result<bert2bert_checkpoint::LayerNorm> {
-            Ok(bert2bert_checkpoint::LayerNorm {
-                weight: vec1(&format!("{p}.weight"))?,
-                bias: vec1(&format!("{p}.bias"))?,
-            })
-        };
+        let vars = crate::vars::VarReader::new(&self.varmap);
+        // Linear weights are (out, in) in candle and Hugging Face, (in, out) in the checkpoint:
+        // `linear` and `mat_t` transpose.
         let e = "bert.embeddings";
-        b.embeddings.word = mat(&format!("{e}.word_embeddings.weight"))?;
-        b.embeddings.position = mat(&format!("{e}.position_embeddings.weight"))?;
-        b.embeddings.token_type = mat(&format!("{e}.token_type_embeddings.weight"))?;
-        b.embeddings.layer_norm = ln(&format!("{e}.LayerNorm"))?;
+        b.embeddings.word = vars.mat(&format!("{e}.word_embeddings.weight"))?;
+        b.embeddings.position = vars.mat(&format!("{e}.position_embeddings.weight"))?;
+        b.embeddings.token_type = vars.mat(&format!("{e}.token_type_embeddings.weight"))?;
+        b.embeddings.layer_norm = vars.layer_norm(&format!("{e}.LayerNorm"))?;
         for (l, layer) in b.layers.iter_mut().enumerate() {
             let q = format!("bert.encoder.layer.{l}");
-            layer.query = linear(&format!("{q}.attention.self.query"))?;
-            layer.key = linear(&format!("{q}.attention.self.key"))?;
-            layer.value = linear(&format!("{q}.attention.self.value"))?;
-            layer.attention_output = linear(&format!("{q}.attention.output.dense"))?;
-            layer.attention_layer_norm = ln(&format!("{q}.attention.output.LayerNorm"))?;
-            layer.intermediate = linear(&format!("{q}.intermediate.dense"))?;
-            layer.output = linear(&format!("{q}.output.dense"))?;
-            layer.output_layer_norm = ln(&format!("{q}.output.LayerNorm"))?;
+            layer.query = vars.linear(&format!("{q}.attention.self.query"))?;
+            layer.key = vars.linear(&format!("{q}.attention.self.key"))?;
+            layer.value = vars.linear(&format!("{q}.attention.self.value"))?;
+            layer.attention_output = vars.linear(&format!("{q}.attention.output.dense"))?;
+            layer.attention_layer_norm =
+                vars.layer_norm(&format!("{q}.attention.output.LayerNorm"))?;
+            layer.intermediate = vars.linear(&format!("{q}.intermediate.dense"))?;
+            layer.output = vars.linear(&format!("{q}.output.dense"))?;
+            layer.output_layer_norm = vars.layer_norm(&format!("{q}.output.LayerNorm"))?;
         }
         let m = b.mlm.as_mut().expect("checked in from_bert");
-        m.transform = linear("cls.predictions.transform.dense")?;
-        m.layer_norm = ln("cls.predictions.transform.LayerNorm")?;
-        m.bias = vec1("cls.predictions.bias")?;
+        m.transform = vars.linear("cls.predictions.transform.dense")?;
+        m.layer_norm = vars.layer_norm("cls.predictions.transform.LayerNorm")?;
+        m.bias = vars.vec1("cls.predictions.bias")?;
         if m.decoder.is_some() {
-            m.decoder = Some(
-                mat("cls.predictions.decoder.weight")?
-                    .reversed_axes()
-                    .as_standard_layout()
-                    .into_owned(),
-            );
+            m.decoder = Some(vars.mat_t("cls.predictions.decoder.weight")?);
         }
         Ok(b)
     }

@@ -12,9 +12,8 @@
 use bert2bert_checkpoint::folder::{AtomicDir, write_config, write_weights};
 use bert2bert_checkpoint::random::Init;
 use bert2bert_checkpoint::{Activation, Dtype, Gpt2, Gpt2Config, Model};
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ndarray::{Array1, Array2};
 
 use crate::bert::{Dropout, LayerNorm, Scope, cross_entropy, softmax_last_dim};
 use crate::data::causal::CausalBatch;
@@ -342,15 +341,7 @@ impl Gpt2Params {
         gpt2.validate()?;
         let mut prefixed = gpt2.clone();
         prefixed.prefixed = true;
-        let varmap = VarMap::new();
-        {
-            let mut data = varmap.data().lock().expect("varmap lock");
-            for (name, t) in prefixed.named_tensors() {
-                let values: Vec<f32> = t.iter().copied().collect();
-                let tensor = Tensor::from_vec(values, t.shape(), device)?;
-                data.insert(name, Var::from_tensor(&tensor)?);
-            }
-        }
+        let varmap = crate::vars::from_tensors(prefixed.named_tensors(), device)?;
         Ok(Self {
             varmap,
             template: gpt2.clone(),
@@ -386,57 +377,23 @@ impl Gpt2Params {
     /// The current weights as a typed checkpoint (names prefixed as in the source checkpoint).
     pub fn to_gpt2(&self) -> crate::Result<Gpt2> {
         let mut g = self.template.clone();
-        let vars = self.named_vars();
-        let get = |name: &str| -> crate::Result<Tensor> {
-            vars.iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_detached_tensor())
-                .ok_or_else(|| crate::TrainError::Model(format!("no parameter `{name}`")))
-        };
-        let vec1 = |name: &str| -> crate::Result<Array1<f32>> {
-            Ok(Array1::from(
-                get(name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
-            ))
-        };
-        let mat = |name: &str| -> crate::Result<Array2<f32>> {
-            let t = get(name)?.to_dtype(DType::F32)?;
-            let (r, c) = t.dims2()?;
-            let v = t.flatten_all()?.to_vec1::<f32>()?;
-            Ok(Array2::from_shape_vec((r, c), v).expect("shape"))
-        };
+        let vars = crate::vars::VarReader::new(&self.varmap);
         // Conv1D weights are (in, out) in candle, Hugging Face and the checkpoint alike.
-        let conv = |p: &str| -> crate::Result<bert2bert_checkpoint::Linear> {
-            Ok(bert2bert_checkpoint::Linear {
-                weight: mat(&format!("{p}.weight"))?,
-                bias: vec1(&format!("{p}.bias"))?,
-            })
-        };
-        let ln = |p: &str| -> crate::Result<bert2bert_checkpoint::LayerNorm> {
-            Ok(bert2bert_checkpoint::LayerNorm {
-                weight: vec1(&format!("{p}.weight"))?,
-                bias: vec1(&format!("{p}.bias"))?,
-            })
-        };
-        g.wte = mat(&format!("{PREFIX}wte.weight"))?;
-        g.wpe = mat(&format!("{PREFIX}wpe.weight"))?;
+        g.wte = vars.mat(&format!("{PREFIX}wte.weight"))?;
+        g.wpe = vars.mat(&format!("{PREFIX}wpe.weight"))?;
         for (l, b) in g.blocks.iter_mut().enumerate() {
             let q = format!("{PREFIX}h.{l}");
-            b.ln_1 = ln(&format!("{q}.ln_1"))?;
-            b.c_attn = conv(&format!("{q}.attn.c_attn"))?;
-            b.attn_proj = conv(&format!("{q}.attn.c_proj"))?;
-            b.ln_2 = ln(&format!("{q}.ln_2"))?;
-            b.fc = conv(&format!("{q}.mlp.c_fc"))?;
-            b.mlp_proj = conv(&format!("{q}.mlp.c_proj"))?;
+            b.ln_1 = vars.layer_norm(&format!("{q}.ln_1"))?;
+            b.c_attn = vars.conv1d(&format!("{q}.attn.c_attn"))?;
+            b.attn_proj = vars.conv1d(&format!("{q}.attn.c_proj"))?;
+            b.ln_2 = vars.layer_norm(&format!("{q}.ln_2"))?;
+            b.fc = vars.conv1d(&format!("{q}.mlp.c_fc"))?;
+            b.mlp_proj = vars.conv1d(&format!("{q}.mlp.c_proj"))?;
         }
-        g.ln_f = ln(&format!("{PREFIX}ln_f"))?;
+        g.ln_f = vars.layer_norm(&format!("{PREFIX}ln_f"))?;
         if g.lm_head.is_some() {
             // Held (D, V) in the checkpoint, (V, D) as a var (Hugging Face's nn.Linear).
-            g.lm_head = Some(
-                mat(LM_HEAD)?
-                    .reversed_axes()
-                    .as_standard_layout()
-                    .into_owned(),
-            );
+            g.lm_head = Some(vars.mat_t(LM_HEAD)?);
         }
         Ok(g)
     }
