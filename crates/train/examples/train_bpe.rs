@@ -10,17 +10,19 @@
 //! ones. Defaults: vocabulary 8192 (256 byte symbols, `<|endoftext|>` and the merges), the
 //! repository's `assets/`.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+mod common;
 
-use anyhow::{Context, Result, bail, ensure};
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Result, ensure};
 use bert2bert_train::data::{self, Split};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, BpeTrainer};
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::byte_level::ByteLevel as ByteLevelProcessor;
-use tokenizers::{AddedToken, Model, TokenizerBuilder, TokenizerImpl};
+use tokenizers::{AddedToken, TokenizerBuilder, TokenizerImpl};
 
 type BpeTokenizer =
     TokenizerImpl<BPE, NormalizerWrapper, ByteLevel, ByteLevelProcessor, ByteLevelDecoder>;
@@ -32,20 +34,7 @@ const EOT: &str = "<|endoftext|>";
 const MODEL_MAX_LENGTH: usize = 1024;
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let vocab_size: usize = match args.next() {
-        Some(v) => v
-            .parse()
-            .with_context(|| format!("vocabulary size {v:?}"))?,
-        None => 8192,
-    };
-    let assets = args
-        .next()
-        .map(PathBuf::from)
-        .unwrap_or_else(data::default_assets_dir);
-    if args.next().is_some() {
-        bail!("usage: train_bpe [VOCAB_SIZE] [ASSETS_DIR]");
-    }
+    let (vocab_size, assets) = common::parse_args("train_bpe [VOCAB_SIZE] [ASSETS_DIR]")?;
 
     let docs = data::read_split(&assets, Split::Train)?;
     eprintln!("training on {} documents", docs.len());
@@ -73,17 +62,7 @@ fn main() -> Result<()> {
         .map_err(anyhow::Error::msg)?;
 
     let out = assets.join("tokenizer-gpt2");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let json_path = out.join("tokenizer.json");
-    tokenizer
-        .save(&json_path, true)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    tokenizer
-        .get_model()
-        .save(&out, None)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("writing {}/vocab.json, merges.txt", out.display()))?;
+    let json_path = common::save_tokenizer(&tokenizer, &out, "vocab.json, merges.txt")?;
     write_hf_files(&out)?;
 
     // Check what was written through the same path the library uses.
@@ -116,16 +95,7 @@ fn write_hf_files(out: &Path) -> Result<()> {
     let config = serde_json::json!({
         "add_bos_token": false,
         "add_prefix_space": false,
-        "added_tokens_decoder": {
-            "0": {
-                "content": EOT,
-                "lstrip": false,
-                "normalized": false,
-                "rstrip": false,
-                "single_word": false,
-                "special": true,
-            }
-        },
+        "added_tokens_decoder": { "0": common::special_token_entry(EOT) },
         "bos_token": EOT,
         "clean_up_tokenization_spaces": false,
         "eos_token": EOT,
@@ -135,13 +105,5 @@ fn write_hf_files(out: &Path) -> Result<()> {
         "tokenizer_class": "GPT2Tokenizer",
         "unk_token": EOT,
     });
-    for (name, value) in [
-        ("special_tokens_map.json", special_map),
-        ("tokenizer_config.json", config),
-    ] {
-        let path = out.join(name);
-        let text = serde_json::to_string_pretty(&value)? + "\n";
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    common::write_hf_files(out, special_map, config)
 }

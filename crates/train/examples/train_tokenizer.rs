@@ -9,17 +9,19 @@
 //! merges through hash-map order), so the files are committed and tests never assert ids from
 //! a fresh run. Defaults: vocabulary 8192, the repository's `assets/`.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+mod common;
 
-use anyhow::{Context, Result, bail, ensure};
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Result, ensure};
 use bert2bert_train::data::{self, SPECIAL_TOKENS, SpecialIds, Split};
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Model, TokenizerBuilder, TokenizerImpl};
+use tokenizers::{AddedToken, TokenizerBuilder, TokenizerImpl};
 
 type BertTokenizer =
     TokenizerImpl<WordPiece, BertNormalizer, BertPreTokenizer, BertProcessing, WordPieceDecoder>;
@@ -28,20 +30,7 @@ type BertTokenizer =
 const MODEL_MAX_LENGTH: usize = 512;
 
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let vocab_size: usize = match args.next() {
-        Some(v) => v
-            .parse()
-            .with_context(|| format!("vocabulary size {v:?}"))?,
-        None => 8192,
-    };
-    let assets = args
-        .next()
-        .map(PathBuf::from)
-        .unwrap_or_else(data::default_assets_dir);
-    if args.next().is_some() {
-        bail!("usage: train_tokenizer [VOCAB_SIZE] [ASSETS_DIR]");
-    }
+    let (vocab_size, assets) = common::parse_args("train_tokenizer [VOCAB_SIZE] [ASSETS_DIR]")?;
 
     let docs = data::read_split(&assets, Split::Train)?;
     let lines: Vec<&str> = docs
@@ -85,17 +74,7 @@ fn main() -> Result<()> {
         .map_err(anyhow::Error::msg)?;
 
     let out = assets.join("tokenizer");
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let json_path = out.join("tokenizer.json");
-    tokenizer
-        .save(&json_path, true)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("writing {}", json_path.display()))?;
-    tokenizer
-        .get_model()
-        .save(&out, None)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("writing {}/vocab.txt", out.display()))?;
+    let json_path = common::save_tokenizer(&tokenizer, &out, "vocab.txt")?;
     write_hf_files(&out)?;
 
     // Check what was written through the same path the library uses.
@@ -129,17 +108,7 @@ fn write_hf_files(out: &Path) -> Result<()> {
     });
     let mut added = serde_json::Map::new();
     for (id, token) in SPECIAL_TOKENS.iter().enumerate() {
-        added.insert(
-            id.to_string(),
-            serde_json::json!({
-                "content": token,
-                "lstrip": false,
-                "normalized": false,
-                "rstrip": false,
-                "single_word": false,
-                "special": true,
-            }),
-        );
+        added.insert(id.to_string(), common::special_token_entry(token));
     }
     let config = serde_json::json!({
         "added_tokens_decoder": added,
@@ -157,13 +126,5 @@ fn write_hf_files(out: &Path) -> Result<()> {
         "tokenizer_class": "BertTokenizer",
         "unk_token": "[UNK]",
     });
-    for (name, value) in [
-        ("special_tokens_map.json", special_map),
-        ("tokenizer_config.json", config),
-    ] {
-        let path = out.join(name);
-        let text = serde_json::to_string_pretty(&value)? + "\n";
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
+    common::write_hf_files(out, special_map, config)
 }
