@@ -3,6 +3,7 @@
 //! pre-training (spec section 8).
 
 use crate::bert::{BertForMaskedLM, DeviceBatch, Dropout, Params, Scope};
+use crate::data::MlmBatch;
 use crate::data::causal::{CausalBatch, CausalBatcher};
 use crate::error::io_err;
 use crate::gpt2::{CausalDeviceBatch, Gpt2LMHeadModel, Gpt2Params};
@@ -19,25 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// A masked batch on the host, as the data pipeline produces it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainBatch {
-    /// Token ids, `batch_size * seq_len`, row-major.
-    pub input_ids: Vec<u32>,
-    /// Segment ids, same layout.
-    pub token_type_ids: Vec<u32>,
-    /// 1 for real tokens, 0 for padding.
-    pub attention_mask: Vec<u32>,
-    /// Target id at each position, -100 where nothing is predicted.
-    pub labels: Vec<i64>,
-    /// Flat indices of the predicted positions.
-    pub masked: Vec<usize>,
-    /// Sequences in the batch.
-    pub batch_size: usize,
-    /// Tokens per sequence.
-    pub seq_len: usize,
-}
+pub type TrainBatch = MlmBatch;
 
-impl TrainBatch {
+// The upload lives here, with the model code, so the data module stays free of candle.
+impl MlmBatch {
     /// Uploads the batch to `device`.
     pub fn to_device(&self, device: &Device) -> Result<DeviceBatch> {
         let mut targets = Vec::with_capacity(self.masked.len());
@@ -903,23 +889,9 @@ impl BatchSource for SyntheticBatches {
     }
 }
 
-impl From<crate::data::MlmBatch> for TrainBatch {
-    fn from(b: crate::data::MlmBatch) -> Self {
-        Self {
-            input_ids: b.input_ids,
-            token_type_ids: b.token_type_ids,
-            attention_mask: b.attention_mask,
-            labels: b.labels,
-            masked: b.masked,
-            batch_size: b.batch_size,
-            seq_len: b.seq_len,
-        }
-    }
-}
-
 impl BatchSource for crate::data::MlmBatcher {
     fn next_batch(&mut self) -> Result<Batch> {
-        Ok(Batch::Mlm(crate::data::MlmBatcher::next_batch(self).into()))
+        Ok(Batch::Mlm(crate::data::MlmBatcher::next_batch(self)))
     }
 }
 
