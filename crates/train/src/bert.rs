@@ -154,9 +154,11 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     crate::fused::cross_entropy_rows(logits, targets)?.mean_all()
 }
 
-fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+/// The config's hidden activation (BERT's and GPT-2's).
+pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Gelu => crate::fused::gelu_erf(x),
+        // gelu_new: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), candle's `gelu`.
         Activation::GeluTanh => x.gelu(),
         Activation::Relu => x.relu(),
     }

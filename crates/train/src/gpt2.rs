@@ -15,7 +15,7 @@ use bert2bert_checkpoint::{Activation, Dtype, Gpt2, Gpt2Config, Model};
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::bert::{Dropout, LayerNorm, Scope, cross_entropy, softmax_last_dim};
+use crate::bert::{Dropout, LayerNorm, Scope, activate, cross_entropy, softmax_last_dim};
 use crate::data::causal::CausalBatch;
 
 /// The name prefix of the `GPT2Model` body inside `GPT2LMHeadModel`.
@@ -42,15 +42,6 @@ impl Conv1D {
     /// Applies the layer to `x (n, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.weight)?.broadcast_add(&self.bias)
-    }
-}
-
-fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
-    match act {
-        Activation::Gelu => crate::fused::gelu_erf(x),
-        // gelu_new: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), candle's `gelu`.
-        Activation::GeluTanh => x.gelu(),
-        Activation::Relu => x.relu(),
     }
 }
 
