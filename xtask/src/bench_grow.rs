@@ -15,6 +15,10 @@ pub struct Measured {
     pub seconds: f64,
     /// Peak resident set size in bytes (getrusage ru_maxrss of the child).
     pub peak_rss: u64,
+    /// CPU seconds in user space, all threads.
+    pub user: f64,
+    /// CPU seconds in the kernel (page faults, page-cache copies, writeback), all threads.
+    pub system: f64,
 }
 
 /// Runs `cmd` as a child and measures it.
@@ -39,9 +43,12 @@ fn measure(cmd: &mut Command) -> Result<Measured> {
         "{cmd:?} failed (status {status})"
     );
     drop(child);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     Ok(Measured {
         seconds,
         peak_rss: ru.ru_maxrss as u64 * 1024,
+        user: secs(ru.ru_utime),
+        system: secs(ru.ru_stime),
     })
 }
 
@@ -168,24 +175,34 @@ pub fn run(args: GrowArgs) -> Result<()> {
             args.runs
         );
         println!(
-            "{:<28} {:>9} {:>13} {:>12}",
-            "", "seconds", "(min - max)", "peak RSS"
+            "{:<28} {:>9} {:>13} {:>11} {:>12}",
+            "", "seconds", "(min - max)", "user+sys", "peak RSS"
         );
         println!(
-            "{:<28} {:>9.2} ({:.2} - {:.2}) {:>9.2} GB",
+            "{:<28} {:>9.2} ({:.2} - {:.2}) {:>5.2}+{:.2} {:>9.2} GB",
             "cargo xtask grow (FPI)",
             g.seconds,
             g_lo,
             g_hi,
+            g.user,
+            g.system,
             gb(g.peak_rss)
         );
         println!(
-            "{:<28} {:>9.2} ({:.2} - {:.2}) {:>9.2} GB",
+            "{:<28} {:>9.2} ({:.2} - {:.2}) {:>5.2}+{:.2} {:>9.2} GB",
             "cp + fsync of the output",
             c.seconds,
             c_lo,
             c_hi,
+            c.user,
+            c.system,
             gb(c.peak_rss)
+        );
+        println!(
+            "load average when done: {}",
+            std::fs::read_to_string("/proc/loadavg")
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|_| "unknown".into())
         );
         println!(
             "grow / copy time: {:.2}x (target <= 2x); peak RSS / output size: {:.2}x (target <= 1.5x)",
