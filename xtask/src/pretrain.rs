@@ -335,7 +335,7 @@ impl Streams {
         Ok(match self.family {
             Family::Bert => eval_batches(&self.valid, &self.mlm(seq_len, 32, vocab, 0), n)?
                 .into_iter()
-                .map(|b| Batch::Mlm(b.into()))
+                .map(Batch::Mlm)
                 .collect(),
             Family::Gpt2 => {
                 let cfg = CausalConfig {
