@@ -3,7 +3,7 @@
 
 use crate::error::ExpandError;
 use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector};
-use crate::maps::{IndexMap, MapRole, layer_order};
+use crate::maps::{IndexMap, LayerMapSet, MapRole};
 use crate::options::{AkiScope, GrowOptions, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
 use bert2bert_checkpoint::{
@@ -118,10 +118,7 @@ pub(crate) struct BertPlan<'a> {
     opts: GrowOptions,
     config: BertConfig,
     hidden: IndexMap,
-    heads: Vec<IndexMap>,
-    head_units: Vec<IndexMap>,
-    ffn: Vec<IndexMap>,
-    order: Vec<usize>,
+    pub(crate) maps: LayerMapSet,
     entries: Vec<Entry>,
 }
 
@@ -137,30 +134,14 @@ impl<'a> BertPlan<'a> {
         let (seed, kind) = (opts.seed, opts.map);
         let hidden = IndexMap::new(kind, c.hidden_size, target.hidden, seed, MapRole::Hidden);
         let ls = c.num_hidden_layers;
-        let heads: Vec<IndexMap> = (0..ls)
-            .map(|l| {
-                IndexMap::new(
-                    kind,
-                    c.num_attention_heads,
-                    target.heads,
-                    seed,
-                    MapRole::Heads(l),
-                )
-            })
-            .collect();
-        let head_units = heads.iter().map(|h| h.expand_heads(c.head_dim())).collect();
-        let ffn = (0..ls)
-            .map(|l| {
-                IndexMap::new(
-                    kind,
-                    c.intermediate_size,
-                    target.intermediate,
-                    seed,
-                    MapRole::Ffn(l),
-                )
-            })
-            .collect();
-        let order = layer_order(opts.depth, ls, target.layers);
+        let maps = LayerMapSet::new(
+            opts,
+            target,
+            ls,
+            c.num_attention_heads,
+            c.head_dim(),
+            c.intermediate_size,
+        );
         let config = c.with_shape(
             target.layers,
             target.hidden,
@@ -173,10 +154,7 @@ impl<'a> BertPlan<'a> {
             opts: *opts,
             config,
             hidden,
-            heads,
-            head_units,
-            ffn,
-            order,
+            maps,
             entries: Vec::new(),
         };
         plan.entries = plan.list_entries();
@@ -395,10 +373,10 @@ impl<'a> BertPlan<'a> {
             What::TokenType => self.embedding(&e.token_type),
             What::EmbLn(prm) => self.ln_spec(&e.layer_norm, None, prm, false),
             What::Layer(t, part, prm) => {
-                let l = self.order[t];
+                let l = self.maps.order[t];
                 let up = self.upper_of(l);
                 let up_all = up.filter(|_| all);
-                let (g, u, f) = (&self.hidden, &self.head_units[l], &self.ffn[l]);
+                let (g, u, f) = (&self.hidden, &self.maps.head_units[l], &self.maps.ffn[l]);
                 let layers = &s.layers;
                 match part {
                     Part::Query => self.linear_spec(|x| &x.query, l, up, g, u, prm),
@@ -509,22 +487,6 @@ impl<'a> BertPlan<'a> {
         &self.hidden
     }
 
-    pub(crate) fn head_map(&self, l: usize) -> &IndexMap {
-        &self.heads[l]
-    }
-
-    pub(crate) fn head_unit_map(&self, l: usize) -> &IndexMap {
-        &self.head_units[l]
-    }
-
-    pub(crate) fn ffn_map(&self, l: usize) -> &IndexMap {
-        &self.ffn[l]
-    }
-
-    pub(crate) fn order(&self) -> &[usize] {
-        &self.order
-    }
-
     fn vector(&self, what: What, n: usize) -> Array1<f32> {
         let mut v = vec![0.0f32; n];
         self.fill(what, Orient::Typed, &mut v);
@@ -598,12 +560,12 @@ impl<'a> BertPlan<'a> {
         };
         let ls = s.layers.len();
         let mut remaining = vec![0usize; ls];
-        for &l in &self.order {
+        for &l in &self.maps.order {
             remaining[l] += 1;
         }
         let mut grown: Vec<Option<BertLayer>> = vec![None; ls];
-        let mut layers = Vec::with_capacity(self.order.len());
-        for (t, &l) in self.order.iter().enumerate() {
+        let mut layers = Vec::with_capacity(self.maps.order.len());
+        for (t, &l) in self.maps.order.iter().enumerate() {
             if grown[l].is_none() {
                 grown[l] = Some(self.grown_layer(t));
             }
@@ -656,9 +618,9 @@ impl<'a> BertPlan<'a> {
             ));
         }
         let (layers, aki_reason) = LayerMaps {
-            order: &self.order,
-            heads: &self.heads,
-            ffn: &self.ffn,
+            order: &self.maps.order,
+            heads: &self.maps.heads,
+            ffn: &self.maps.ffn,
             hidden: &self.hidden,
             aki_all: all,
             hidden_ok: hidden_uniform,
@@ -716,7 +678,7 @@ impl<'a> BertPlan<'a> {
             head_dim: c.head_dim(),
             options: self.opts,
             hidden_map: MapSummary::of(&self.hidden),
-            layer_order: self.order.clone(),
+            layer_order: self.maps.order.clone(),
             layers,
             modules,
             source_parameters: src_params,

@@ -10,7 +10,7 @@ use crate::bert::check_target;
 use crate::error::ExpandError;
 use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector, reciprocal};
 use crate::forward::gpt2::{forward_gpt2, random_ids, scales_by_layer_index};
-use crate::maps::{IndexMap, MapRole, layer_order};
+use crate::maps::{IndexMap, LayerMapSet, MapRole, layer_order};
 use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
 use crate::verify::{Acc, EXACT_REL_TOL, VerifyOptions, VerifyReport};
@@ -73,10 +73,7 @@ pub(crate) struct Gpt2Plan<'a> {
     reader: IndexMap,
     /// Exact mode: sqrt(k D_s / D_t), the gamma factor on copied units.
     ln_scale: f64,
-    heads: Vec<IndexMap>,
-    head_units: Vec<IndexMap>,
-    ffn: Vec<IndexMap>,
-    order: Vec<usize>,
+    pub(crate) maps: LayerMapSet,
     /// Per target layer: an added identity block (`Depth::Identity` repeats).
     identity: Vec<bool>,
     entries: Vec<Entry>,
@@ -148,24 +145,10 @@ impl<'a> Gpt2Plan<'a> {
             (0, 0, hidden.clone(), hidden.clone(), 1.0)
         };
         let ls = c.n_layer;
-        let heads: Vec<IndexMap> = (0..ls)
-            .map(|l| IndexMap::new(kind, c.n_head, target.heads, seed, MapRole::Heads(l)))
-            .collect();
-        let head_units = heads.iter().map(|h| h.expand_heads(c.head_dim())).collect();
-        let ffn = (0..ls)
-            .map(|l| {
-                IndexMap::new(
-                    kind,
-                    c.inner_dim(),
-                    target.intermediate,
-                    seed,
-                    MapRole::Ffn(l),
-                )
-            })
-            .collect();
-        let order = layer_order(opts.depth, ls, target.layers);
+        let maps = LayerMapSet::new(opts, target, ls, c.n_head, c.head_dim(), c.inner_dim());
         let mut seen = vec![false; ls];
-        let identity = order
+        let identity = maps
+            .order
             .iter()
             .map(|&l| opts.depth == Depth::Identity && std::mem::replace(&mut seen[l], true))
             .collect();
@@ -191,10 +174,7 @@ impl<'a> Gpt2Plan<'a> {
             writer,
             reader,
             ln_scale: rho.sqrt(),
-            heads,
-            head_units,
-            ffn,
-            order,
+            maps,
             identity,
             entries: Vec::new(),
         };
@@ -412,7 +392,7 @@ impl<'a> Gpt2Plan<'a> {
                 self.fill_reader(head.view(), None, None, lm_orient, out)
             }
             What::Block(t, part, prm) => {
-                let l = self.order[t];
+                let l = self.maps.order[t];
                 let blocks = &s.blocks;
                 let b = &blocks[l];
                 let up = self.upper_of(l).map(|u| &blocks[u]);
@@ -432,7 +412,7 @@ impl<'a> Gpt2Plan<'a> {
                     (Part::Attn, Param::Weight) => {
                         // Split the fused Q | K | V, grow each by the head map, fuse back.
                         let dt = self.target.hidden;
-                        let u = &self.head_units[l];
+                        let u = &self.maps.head_units[l];
                         let mut part_buf = vec![0.0f32; dt * dt];
                         for p in 0..3 {
                             let cols = s![.., p * ds..(p + 1) * ds];
@@ -451,7 +431,7 @@ impl<'a> Gpt2Plan<'a> {
                             let spec = VectorSpec {
                                 lower: b.c_attn.bias.slice(s![r.clone()]),
                                 upper: up.map(|x| x.c_attn.bias.slice(s![r.clone()])),
-                                map: Some(&self.head_units[l]),
+                                map: Some(&self.maps.head_units[l]),
                                 split: ds,
                                 divide: false,
                             };
@@ -461,7 +441,7 @@ impl<'a> Gpt2Plan<'a> {
                     (Part::AttnProj, Param::Weight) => self.fill_writer(
                         b.attn_proj.weight.view(),
                         up_all.map(|u| u.attn_proj.weight.view()),
-                        Some(&self.head_units[l]),
+                        Some(&self.maps.head_units[l]),
                         out,
                     ),
                     (Part::AttnProj, Param::Bias) => self.fill_writer_bias(
@@ -472,7 +452,7 @@ impl<'a> Gpt2Plan<'a> {
                     (Part::Fc, Param::Weight) => self.fill_reader(
                         b.fc.weight.view(),
                         up.map(|u| u.fc.weight.view()),
-                        Some(&self.ffn[l]),
+                        Some(&self.maps.ffn[l]),
                         Orient::Typed,
                         out,
                     ),
@@ -480,8 +460,8 @@ impl<'a> Gpt2Plan<'a> {
                         &VectorSpec {
                             lower: b.fc.bias.view(),
                             upper: up.map(|u| u.fc.bias.view()),
-                            map: Some(&self.ffn[l]),
-                            split: self.ffn[l].source(),
+                            map: Some(&self.maps.ffn[l]),
+                            split: self.maps.ffn[l].source(),
                             divide: false,
                         },
                         out,
@@ -489,7 +469,7 @@ impl<'a> Gpt2Plan<'a> {
                     (Part::MlpProj, Param::Weight) => self.fill_writer(
                         b.mlp_proj.weight.view(),
                         up_all.map(|u| u.mlp_proj.weight.view()),
-                        Some(&self.ffn[l]),
+                        Some(&self.maps.ffn[l]),
                         out,
                     ),
                     (Part::MlpProj, Param::Bias) => self.fill_writer_bias(
@@ -539,22 +519,6 @@ impl<'a> Gpt2Plan<'a> {
         &self.hidden
     }
 
-    pub(crate) fn head_map(&self, l: usize) -> &IndexMap {
-        &self.heads[l]
-    }
-
-    pub(crate) fn head_unit_map(&self, l: usize) -> &IndexMap {
-        &self.head_units[l]
-    }
-
-    pub(crate) fn ffn_map(&self, l: usize) -> &IndexMap {
-        &self.ffn[l]
-    }
-
-    pub(crate) fn order(&self) -> &[usize] {
-        &self.order
-    }
-
     fn vector(&self, what: What, n: usize) -> Array1<f32> {
         let mut v = vec![0.0f32; n];
         self.fill(what, Orient::Typed, &mut v);
@@ -597,6 +561,7 @@ impl<'a> Gpt2Plan<'a> {
         let (d, v) = (self.target.hidden, self.config.vocab_size);
         let mut grown: Vec<Option<Gpt2Block>> = vec![None; s.blocks.len()];
         let blocks = self
+            .maps
             .order
             .iter()
             .enumerate()
@@ -658,9 +623,9 @@ impl<'a> Gpt2Plan<'a> {
             ));
         }
         let (layers, aki_reason) = LayerMaps {
-            order: &self.order,
-            heads: &self.heads,
-            ffn: &self.ffn,
+            order: &self.maps.order,
+            heads: &self.maps.heads,
+            ffn: &self.maps.ffn,
             hidden: &self.hidden,
             aki_all: all,
             hidden_ok,
@@ -749,7 +714,7 @@ impl<'a> Gpt2Plan<'a> {
             head_dim: c.head_dim(),
             options: self.opts,
             hidden_map: self.hidden_summary(),
-            layer_order: self.order.clone(),
+            layer_order: self.maps.order.clone(),
             layers,
             modules,
             source_parameters: src_params,

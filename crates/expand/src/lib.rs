@@ -201,22 +201,22 @@ impl<'a> GrowPlan<'a> {
 
     /// The head map h_l of source layer `l` (heads).
     pub fn head_map(&self, l: usize) -> &IndexMap {
-        each!(self, p => p.head_map(l))
+        &each!(self, p => &p.maps).heads[l]
     }
 
     /// The head map of source layer `l` expanded to units (u_l).
     pub fn head_unit_map(&self, l: usize) -> &IndexMap {
-        each!(self, p => p.head_unit_map(l))
+        &each!(self, p => &p.maps).head_units[l]
     }
 
     /// The FFN map f_l of source layer `l`.
     pub fn ffn_map(&self, l: usize) -> &IndexMap {
-        each!(self, p => p.ffn_map(l))
+        &each!(self, p => &p.maps).ffn[l]
     }
 
     /// Target layer -> source layer.
     pub fn layer_order(&self) -> &[usize] {
-        each!(self, p => p.order())
+        &each!(self, p => &p.maps).order
     }
 
     /// What this growth does and whether it is expected to be exact.

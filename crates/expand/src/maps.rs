@@ -1,7 +1,7 @@
 //! Index maps (spec section 2): which source unit each target unit copies, and layer orders
 //! for depth growth (spec section 7).
 
-use crate::options::{Depth, MapKind};
+use crate::options::{Depth, GrowOptions, MapKind, Target};
 use bert2bert_checkpoint::random::SplitMix64;
 
 /// A map from target units to source units; old units keep their place.
@@ -201,5 +201,45 @@ mod tests {
             &[extra * 4, extra * 4 + 1, extra * 4 + 2, extra * 4 + 3]
         );
         assert_eq!(u.counts()[extra * 4], 2);
+    }
+}
+
+/// The per-layer index maps and the layer order of one growth, for any family: head map h_l,
+/// its expansion to units u_l, FFN map f_l per source layer, and target layer -> source layer.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerMapSet {
+    /// h_l per source layer.
+    pub(crate) heads: Vec<IndexMap>,
+    /// u_l: h_l expanded to the units of each head.
+    pub(crate) head_units: Vec<IndexMap>,
+    /// f_l per source layer.
+    pub(crate) ffn: Vec<IndexMap>,
+    /// Target layer -> source layer.
+    pub(crate) order: Vec<usize>,
+}
+
+impl LayerMapSet {
+    /// The maps of a source of `layers` layers with `heads` heads of `head_dim` units and an FFN
+    /// of `ffn` units, grown to `target` with `opts`' map rule, seed and depth rule.
+    pub(crate) fn new(
+        opts: &GrowOptions,
+        target: &Target,
+        layers: usize,
+        heads: usize,
+        head_dim: usize,
+        ffn: usize,
+    ) -> Self {
+        let (kind, seed) = (opts.map, opts.seed);
+        let head_maps: Vec<IndexMap> = (0..layers)
+            .map(|l| IndexMap::new(kind, heads, target.heads, seed, MapRole::Heads(l)))
+            .collect();
+        Self {
+            head_units: head_maps.iter().map(|h| h.expand_heads(head_dim)).collect(),
+            heads: head_maps,
+            ffn: (0..layers)
+                .map(|l| IndexMap::new(kind, ffn, target.intermediate, seed, MapRole::Ffn(l)))
+                .collect(),
+            order: layer_order(opts.depth, layers, target.layers),
+        }
     }
 }
