@@ -2,7 +2,7 @@
 //! (one clear line, exit 2 for misuse and 1 for bad data, nothing left on disk).
 
 mod common;
-use common::{s, stderr, testdata, xtask};
+use common::{grow_json, json_file, s, stderr, testdata, xtask};
 use std::path::{Path, PathBuf};
 
 fn fixture() -> PathBuf {
@@ -37,8 +37,7 @@ fn grow_fpi_integer_ratio_is_exact_and_verify_agrees() {
     let tmp = tempfile::tempdir().unwrap();
     let src = copy_fixture(tmp.path());
     let out = tmp.path().join("grown");
-    let o = xtask(&[
-        "grow",
+    let report = grow_json(&[
         "--source",
         s(&src),
         "--out",
@@ -47,15 +46,11 @@ fn grow_fpi_integer_ratio_is_exact_and_verify_agrees() {
         "fpi",
         "--hidden",
         "128",
-        "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["grow"]["expected_exact"], true);
     assert_eq!(report["verify"]["exact"], true);
     assert!(report["verify"]["max_rel"].as_f64().unwrap() < 1e-5);
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg = json_file(&out.join("config.json"));
     assert_eq!(cfg["hidden_size"], 128);
     assert_eq!(cfg["num_attention_heads"], 4);
     assert_eq!(
@@ -85,9 +80,7 @@ fn default_target_is_one_and_a_half_times_wider_with_aki() {
     let tmp = tempfile::tempdir().unwrap();
     let src = copy_fixture(tmp.path());
     let out = tmp.path().join("grown");
-    let o = xtask(&["grow", "--source", s(&src), "--out", s(&out), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = grow_json(&["--source", s(&src), "--out", s(&out)]);
     assert_eq!(r["grow"]["target"]["hidden"], 96);
     assert_eq!(r["grow"]["target"]["heads"], 3);
     assert_eq!(r["grow"]["target"]["layers"], 2);
@@ -237,8 +230,7 @@ fn real_minilm_checkpoint_grows_exactly() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("grown");
-    let o = xtask(&[
-        "grow",
+    let r = grow_json(&[
         "--source",
         s(&src),
         "--out",
@@ -247,10 +239,7 @@ fn real_minilm_checkpoint_grows_exactly() {
         "fpi",
         "--hidden",
         "768",
-        "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["grow"]["target"]["heads"], 24, "head size 32 kept");
     assert_eq!(r["verify"]["exact"], true, "{}", r["verify"]);
     assert!(out.join("1_Pooling/config.json").exists() && out.join("tokenizer.json").exists());

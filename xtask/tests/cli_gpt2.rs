@@ -3,7 +3,7 @@
 //! options refused for BERT (exit 2, nothing left on disk).
 
 mod common;
-use common::{s, stderr, testdata, xtask};
+use common::{grow_json, json_file, s, stderr, testdata, xtask};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -15,10 +15,6 @@ fn copy_gpt2(dir: &Path) -> PathBuf {
         std::fs::copy(testdata("hf-gpt2-tiny").join(f), src.join(f)).unwrap();
     }
     src
-}
-
-fn json_file(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 /// The tensor names in a safetensors file's header.
@@ -54,15 +50,6 @@ fn hf_names(layers: usize) -> BTreeSet<String> {
         }
     }
     out
-}
-
-fn grow_json(args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["grow"];
-    all.extend_from_slice(args);
-    all.push("--json");
-    let o = xtask(&all);
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 #[test]

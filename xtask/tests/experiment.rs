@@ -3,24 +3,10 @@
 //! methods imply, the savings follow their definition, and docs are checked against the summary.
 //! (The science is not checked here: the smoke preset is far too small for that.)
 
+mod common;
+use common::{json_file, s, stderr, xtask};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -133,8 +119,7 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
             assert!(bytes.len() > 10_000, "{f} is suspiciously small");
         }
     }
-    let summary: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let summary = json_file(&out.join("summary.json"));
     assert_eq!(summary["complete"], true);
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(table.contains("| StackBERT |"), "{table}");

@@ -2,15 +2,13 @@
 //! two-stage training, a run stopped and resumed equals an uninterrupted one, `--init` continues
 //! from a checkpoint of the same family.
 
+mod common;
+use common::{json_file, stderr, testdata};
 use std::path::Path;
-use std::process::Command;
 
+/// Runs `xtask pretrain` with `args`.
 fn xtask(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("pretrain")
-        .args(args)
-        .output()
-        .unwrap()
+    common::xtask(&[&["pretrain"], args].concat())
 }
 
 const TINY: &[&str] = &[
@@ -77,7 +75,7 @@ fn two_stage_stop_resume_and_init(arch: &str, tokenizer_files: &[&str], architec
             ]
             .concat(),
         );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{}", stderr(&o));
         o
     };
     run(&full, &[]);
@@ -87,9 +85,9 @@ fn two_stage_stop_resume_and_init(arch: &str, tokenizer_files: &[&str], architec
     // Starting again over an existing run is refused; --resume continues it.
     let o = xtask(&[TINY, &["--arch", arch, "--out", split.to_str().unwrap()]].concat());
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    assert!(stderr(&o).contains("--resume"));
     let o = xtask(&["--out", split.to_str().unwrap(), "--resume", "--quiet"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
 
     let (a, b) = (metrics(&full), metrics(&split));
     assert_eq!(a.len(), 7, "a line per step plus step 0");
@@ -120,8 +118,7 @@ fn two_stage_stop_resume_and_init(arch: &str, tokenizer_files: &[&str], architec
     {
         assert!(model.join(f).is_file(), "{f} missing");
     }
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let config = json_file(&model.join("config.json"));
     assert_eq!(config["architectures"][0], architecture);
     let cont = tmp.path().join("cont");
     let o = xtask(&[
@@ -139,7 +136,7 @@ fn two_stage_stop_resume_and_init(arch: &str, tokenizer_files: &[&str], architec
         "8",
         "--quiet",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{}", stderr(&o));
     let c = metrics(&cont);
     // Step 0 of the continued run scores the initial weights: the trained model's final loss.
     let last_eval = a.last().unwrap()["eval_loss"].as_f64().unwrap();
@@ -152,7 +149,7 @@ fn two_stage_stop_resume_and_init(arch: &str, tokenizer_files: &[&str], architec
 
 #[test]
 fn pretrain_refuses_a_model_whose_vocabulary_is_too_small() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hf-bert-tiny");
+    let fixture = testdata("hf-bert-tiny");
     let tmp = tempfile::tempdir().unwrap();
     let o = xtask(&[
         "--init",
@@ -164,13 +161,13 @@ fn pretrain_refuses_a_model_whose_vocabulary_is_too_small() {
         "--quiet",
     ]);
     assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(err.contains("vocabulary"), "{err}");
 }
 
 #[test]
 fn pretrain_refuses_an_arch_that_contradicts_init() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/hf-bert-tiny");
+    let fixture = testdata("hf-bert-tiny");
     let tmp = tempfile::tempdir().unwrap();
     let o = xtask(&[
         "--init",
@@ -182,7 +179,7 @@ fn pretrain_refuses_an_arch_that_contradicts_init() {
         "--quiet",
     ]);
     assert_eq!(o.status.code(), Some(2), "misuse exits 2");
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = stderr(&o);
     assert!(err.contains("--arch") && err.contains("bert"), "{err}");
     assert!(!tmp.path().join("o").exists(), "nothing written");
 }
@@ -191,27 +188,24 @@ fn pretrain_refuses_an_arch_that_contradicts_init() {
 #[test]
 fn bench_train_runs_for_both_families() {
     for arch in ["bert", "gpt2"] {
-        let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args([
-                "bench",
-                "train",
-                "--arch",
-                arch,
-                "--steps",
-                "1",
-                "--vocab",
-                "64",
-                "--batch-size",
-                "2",
-                "--seq-len",
-                "8",
-                "--matmul-size",
-                "32",
-                "--two-stage",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = common::xtask(&[
+            "bench",
+            "train",
+            "--arch",
+            arch,
+            "--steps",
+            "1",
+            "--vocab",
+            "64",
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "8",
+            "--matmul-size",
+            "32",
+            "--two-stage",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.starts_with("device Cpu"), "{out}");
         assert!(out.contains(&format!("{arch} training step")), "{out}");

@@ -28,3 +28,18 @@ pub fn stderr(o: &Output) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A JSON file, parsed.
+pub fn json_file(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Runs `grow` with `args` and `--json`, requires success, and returns the report.
+pub fn grow_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["grow"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let o = xtask(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
