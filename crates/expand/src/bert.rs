@@ -618,9 +618,7 @@ impl<'a> BertPlan<'a> {
             ));
         }
         let (layers, aki_reason) = LayerMaps {
-            order: &self.maps.order,
-            heads: &self.maps.heads,
-            ffn: &self.maps.ffn,
+            maps: &self.maps,
             hidden: &self.hidden,
             aki_all: all,
             hidden_ok: hidden_uniform,

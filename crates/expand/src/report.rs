@@ -1,6 +1,6 @@
 //! What a growth did: maps, copy counts, layer order, and whether it is expected to be exact.
 
-use crate::maps::IndexMap;
+use crate::maps::{IndexMap, LayerMapSet};
 use crate::options::{GrowOptions, MapKind, Target};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -196,12 +196,8 @@ impl fmt::Display for GrowReport {
 
 /// The maps of one planned growth that the per-layer report reads, whatever the family.
 pub(crate) struct LayerMaps<'a> {
-    /// Target layer -> source layer.
-    pub order: &'a [usize],
-    /// Head map per source layer.
-    pub heads: &'a [IndexMap],
-    /// FFN map per source layer.
-    pub ffn: &'a [IndexMap],
+    /// Head and FFN maps per source layer, and the layer order.
+    pub maps: &'a LayerMapSet,
     /// The hidden map g.
     pub hidden: &'a IndexMap,
     /// Whether AKI also applies to the hidden out-dims.
@@ -219,16 +215,18 @@ impl LayerMaps<'_> {
         &self,
         upper_of: impl Fn(usize) -> Option<usize>,
     ) -> (Vec<LayerReport>, Option<String>) {
-        let mut seen = vec![false; self.heads.len()];
+        let mut seen = vec![false; self.maps.heads.len()];
         let mut aki_layers = Vec::new();
         let layers = self
+            .maps
             .order
             .iter()
             .enumerate()
             .map(|(t, &l)| {
                 let repeat = std::mem::replace(&mut seen[l], true);
                 let up = upper_of(l);
-                let new_internal = !self.heads[l].is_identity() || !self.ffn[l].is_identity();
+                let new_internal =
+                    !self.maps.heads[l].is_identity() || !self.maps.ffn[l].is_identity();
                 let new_hidden = !self.hidden.is_identity();
                 let aki_changes = up.is_some() && (new_internal || (self.aki_all && new_hidden));
                 if aki_changes && !repeat {
@@ -240,8 +238,8 @@ impl LayerMaps<'_> {
                     source_layer: l,
                     repeat,
                     knowledge_from: up,
-                    head_map: MapSummary::of(&self.heads[l]),
-                    ffn_map: MapSummary::of(&self.ffn[l]),
+                    head_map: MapSummary::of(&self.maps.heads[l]),
+                    ffn_map: MapSummary::of(&self.maps.ffn[l]),
                     exact: identity || (self.hidden_ok && !aki_changes && !repeat),
                 }
             })
