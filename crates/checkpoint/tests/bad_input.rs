@@ -8,26 +8,9 @@ mod common;
 use bert2bert_checkpoint::{CheckpointError, Model, ModelDir, WriteOptions, read_model_dir};
 use common::*;
 use serde_json::Value;
-use std::path::Path;
 
 const WORD: &str = "bert.embeddings.word_embeddings.weight";
 const FFN_IN: &str = "bert.encoder.layer.0.intermediate.dense.weight";
-
-fn read_err(dir: &Path) -> (CheckpointError, String) {
-    let err = read_model_dir(dir).expect_err("bad input must be refused");
-    let msg = err.to_string();
-    (err, msg)
-}
-
-fn weights(dir: &Path) -> std::path::PathBuf {
-    dir.join("model.safetensors")
-}
-
-fn assert_names(msg: &str, parts: &[&str]) {
-    for p in parts {
-        assert!(msg.contains(p), "message `{msg}` does not name `{p}`");
-    }
-}
 
 #[test]
 fn missing_config_json() {

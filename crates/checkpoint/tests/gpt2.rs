@@ -17,10 +17,6 @@ use std::path::{Path, PathBuf};
 const WTE: &str = "transformer.wte.weight";
 const C_ATTN: &str = "transformer.h.0.attn.c_attn.weight";
 
-fn weights(dir: &Path) -> PathBuf {
-    dir.join("model.safetensors")
-}
-
 fn gpt2(m: &Model) -> &Gpt2 {
     m.as_gpt2().expect("a GPT-2")
 }
@@ -34,18 +30,6 @@ fn valid_gpt2_dir(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
     write_model(&Model::Gpt2(small_gpt2(1)), &dir, Dtype::F32);
     dir
-}
-
-fn read_err(dir: &Path) -> (CheckpointError, String) {
-    let err = read_model_dir(dir).expect_err("bad input must be refused");
-    let msg = err.to_string();
-    (err, msg)
-}
-
-fn assert_names(msg: &str, parts: &[&str]) {
-    for p in parts {
-        assert!(msg.contains(p), "message `{msg}` does not name `{p}`");
-    }
 }
 
 #[test]

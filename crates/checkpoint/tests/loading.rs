@@ -8,14 +8,10 @@ use bert2bert_checkpoint::safetensors::TensorStore;
 use bert2bert_checkpoint::{Bert, BertConfig, Dtype, Model, WriteOptions, read_model_dir};
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const WORD: &str = "bert.embeddings.word_embeddings.weight";
 const DECODER: &str = "cls.predictions.decoder.weight";
-
-fn weights(dir: &Path) -> PathBuf {
-    dir.join("model.safetensors")
-}
 
 fn bert(m: &Model) -> &Bert {
     m.as_bert().expect("a BERT")

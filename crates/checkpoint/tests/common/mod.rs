@@ -4,7 +4,9 @@
 
 use bert2bert_checkpoint::random::{Heads, Init};
 use bert2bert_checkpoint::safetensors::{SafetensorsWriter, TensorSpec};
-use bert2bert_checkpoint::{Bert, BertConfig, Dtype, Model, ModelDir, WriteOptions};
+use bert2bert_checkpoint::{
+    Bert, BertConfig, CheckpointError, Dtype, Model, ModelDir, WriteOptions, read_model_dir,
+};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -204,4 +206,23 @@ pub fn listing(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// The single weights file of a model folder.
+pub fn weights(dir: &Path) -> PathBuf {
+    dir.join("model.safetensors")
+}
+
+/// Reads `dir`, which must be refused; the error and its message.
+pub fn read_err(dir: &Path) -> (CheckpointError, String) {
+    let err = read_model_dir(dir).expect_err("bad input must be refused");
+    let msg = err.to_string();
+    (err, msg)
+}
+
+/// Fails unless `msg` contains every one of `parts`.
+pub fn assert_names(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "message `{msg}` does not name `{p}`");
+    }
 }
