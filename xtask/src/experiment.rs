@@ -18,7 +18,7 @@ use bert2bert_checkpoint::{Bert, BertConfig, Gpt2Config, Model, read_model_dir};
 use bert2bert_expand::{GrowOptions, MapKind, Method as GrowMethod, Target, baselines, grow};
 use bert2bert_train::bert::Params;
 use bert2bert_train::data::causal::END_OF_TEXT_ID;
-use bert2bert_train::data::{default_assets_dir, load_tokenizer};
+use bert2bert_train::data::default_assets_dir;
 use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
@@ -602,8 +602,8 @@ struct FamilyData {
 impl FamilyData {
     fn load(assets: &Path, plan: &Plan, arch: Arch) -> anyhow::Result<Self> {
         let tokenizer_dir = default_tokenizer_dir(assets, arch.family());
-        let vocab = load_tokenizer(&tokenizer_dir.join("tokenizer.json"))?.get_vocab_size(true);
-        let streams = Streams::load(arch.family(), assets, &tokenizer_dir, vocab)?;
+        let streams = Streams::load(arch.family(), assets, &tokenizer_dir)?;
+        let vocab = streams.vocab();
         // Fixed evaluation set (seed 0 for every run), as in `cargo xtask pretrain`.
         let eval = streams.eval(vocab, plan.seq_len, plan.eval_sequences)?;
         Ok(Self {
@@ -1114,14 +1114,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The source's loss on the experiment's held-out set.
-fn source_eval(model: &Model, data: &FamilyData, dev: &Device) -> anyhow::Result<f64> {
-    let params = params_of(model, 0, dev)?;
-    Ok(bert2bert_train::trainer::eval_loss(
-        &params, &data.eval, dev,
-    )?)
-}
-
 fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Result<()> {
     let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
     let dev = device(args.device)?;
@@ -1159,7 +1151,12 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
             origin: src.origin.clone(),
             flops: src.flops,
             final_loss: src.final_loss,
-            eval_loss: Some(source_eval(&src.model, data, &runner.dev)?),
+            // The source's loss on the held-out set every target is scored on.
+            eval_loss: Some(bert2bert_train::trainer::eval_loss(
+                &src_params,
+                &data.eval,
+                &runner.dev,
+            )?),
         }));
         std::fs::write(
             out.join(SOURCES_FILE),

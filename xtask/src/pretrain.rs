@@ -249,35 +249,27 @@ pub fn default_tokenizer_dir(assets: &Path, family: Family) -> PathBuf {
 /// The bundled corpus tokenized for one family: the training and validation streams.
 pub struct Streams {
     family: Family,
+    tokenizer: PathBuf,
+    vocab: usize,
     train: Arc<[u32]>,
     valid: Vec<u32>,
     special: Option<SpecialIds>,
 }
 
 impl Streams {
-    /// Tokenizes the corpus under `assets` with the tokenizer in `tokenizer_dir`; fails when the
-    /// tokenizer has more tokens than `vocab_size`, the model's vocabulary.
-    pub fn load(
-        family: Family,
-        assets: &Path,
-        tokenizer_dir: &Path,
-        vocab_size: usize,
-    ) -> anyhow::Result<Self> {
+    /// Tokenizes the corpus under `assets` with the tokenizer in `tokenizer_dir`.
+    pub fn load(family: Family, assets: &Path, tokenizer_dir: &Path) -> anyhow::Result<Self> {
         let tok_path = tokenizer_dir.join("tokenizer.json");
         let tokenizer = load_tokenizer(&tok_path)?;
-        let tok_vocab = tokenizer.get_vocab_size(true);
-        if tok_vocab > vocab_size {
-            bail!(
-                "{}: the tokenizer has {tok_vocab} tokens, the model's vocabulary only {vocab_size}",
-                tok_path.display()
-            );
-        }
+        let vocab = tokenizer.get_vocab_size(true);
         Ok(match family {
             Family::Bert => {
                 let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
                 let corpus = load_corpus(assets, &tokenizer)?;
                 Self {
                     family,
+                    tokenizer: tok_path,
+                    vocab,
                     train: corpus.train.into(),
                     valid: corpus.valid,
                     special: Some(special),
@@ -285,11 +277,30 @@ impl Streams {
             }
             Family::Gpt2 => Self {
                 family,
+                tokenizer: tok_path,
+                vocab,
                 train: load_causal_split(assets, &tokenizer, Split::Train)?.into(),
                 valid: load_causal_split(assets, &tokenizer, Split::Valid)?,
                 special: None,
             },
         })
+    }
+
+    /// Size of the tokenizer's vocabulary.
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    /// Fails when the tokenizer has more tokens than `vocab_size`, a model's vocabulary.
+    pub fn check_fits(&self, vocab_size: usize) -> anyhow::Result<()> {
+        if self.vocab > vocab_size {
+            bail!(
+                "{}: the tokenizer has {} tokens, the model's vocabulary only {vocab_size}",
+                self.tokenizer.display(),
+                self.vocab
+            );
+        }
+        Ok(())
     }
 
     fn mlm(&self, seq_len: usize, batch_size: usize, vocab: usize, seed: u64) -> MlmConfig {
@@ -366,7 +377,8 @@ pub fn load_data(
     seed: u64,
     eval_sequences: usize,
 ) -> anyhow::Result<Data> {
-    let streams = Streams::load(family, assets, tokenizer_dir, vocab_size)?;
+    let streams = Streams::load(family, assets, tokenizer_dir)?;
+    streams.check_fits(vocab_size)?;
     let (batcher, steps_per_epoch) = streams.batcher(vocab_size, batch_size, seq_len, seed)?;
     Ok(Data {
         batcher,
@@ -425,15 +437,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ckpt_dir = args.out.join(bert2bert_train::trainer::CHECKPOINT_DIR);
 
     // The model, the family, and the folder whose tokenizer (and other) files travel with it.
-    let (params, carry, family, vocab_size) = if resume {
-        let md = read_model_dir(&ckpt_dir)
+    let (start, family, vocab_size) = if resume {
+        // The checkpoint says which family and vocabulary the data must have. Resuming rewrites
+        // only what the checkpoint implies (its carried files, metrics logged after it), so a
+        // data error below loses nothing.
+        let t = Trainer::resume(&args.out, None, dev.clone())
             .with_context(|| format!("resuming {}", args.out.display()))?;
-        let family = md.model.family();
-        let vocab = match &md.model {
-            bert2bert_checkpoint::Model::Bert(b) => b.config.vocab_size,
-            bert2bert_checkpoint::Model::Gpt2(g) => g.config.vocab_size,
-        };
-        (None, CarryFiles::default(), family, vocab)
+        let (family, vocab) = (t.params().family(), t.params().vocab_size());
+        (Start::Resume(t), family, vocab)
     } else if let Some(init) = &args.init {
         let md =
             read_model_dir(init).with_context(|| format!("reading --init {}", init.display()))?;
@@ -476,7 +487,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tokenizer_files(&default_tokenizer_dir(&assets, family))?
         };
         let vocab = params.vocab_size();
-        (Some(params), carry, family, vocab)
+        (Start::Fresh(params, carry), family, vocab)
     } else {
         let family = args.arch.unwrap_or(Arch::Bert).family();
         let tok_dir = default_tokenizer_dir(&assets, family);
@@ -515,7 +526,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Gpt2Params::fresh(&cfg, args.seed, &dev)?.into()
             }
         };
-        (Some(params), tokenizer_files(&tok_dir)?, family, vocab)
+        (
+            Start::Fresh(params, tokenizer_files(&tok_dir)?),
+            family,
+            vocab,
+        )
     };
 
     // The data first: a tokenizer that does not fit the model fails before anything is written.
@@ -540,10 +555,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.seed,
         args.eval_sequences,
     )?;
-    let mut trainer = match params {
-        None => Trainer::resume(&args.out, None, dev.clone())
-            .with_context(|| format!("resuming {}", args.out.display()))?,
-        Some(params) => {
+    let mut trainer = match start {
+        Start::Resume(t) => t,
+        Start::Fresh(params, carry) => {
             let cfg = args.train_config(params.layers())?;
             std::fs::create_dir_all(&args.out)?;
             std::fs::write(&args_path, serde_json::to_string_pretty(&args)? + "\n")
@@ -606,6 +620,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How a run begins: continuing a checkpoint, or fresh weights and the files that travel with them.
+// One value per run: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Start {
+    Resume(Trainer),
+    Fresh(ModelParams, CarryFiles),
 }
 
 fn tokenizer_files(dir: &Path) -> anyhow::Result<CarryFiles> {
