@@ -225,22 +225,22 @@ impl ModelParams {
 }
 
 impl Net {
-    /// Mean loss of `batch` through `scope`, and the number of predicted positions.
+    /// Mean loss of `batch` through `scope` (over its [`Batch::predicted`] positions).
     fn loss(
         &self,
         batch: &Batch,
         scope: Scope,
         dropout: &mut Dropout,
         device: &Device,
-    ) -> Result<(Tensor, usize)> {
+    ) -> Result<Tensor> {
         match (self, batch) {
             (Net::Bert(m), Batch::Mlm(b)) => {
                 let db = b.to_device(device)?;
-                Ok((m.loss(&db, scope, dropout)?, db.num_masked))
+                Ok(m.loss(&db, scope, dropout)?)
             }
             (Net::Gpt2(m), Batch::Causal(b)) => {
                 let db = CausalDeviceBatch::new(b, device)?;
-                Ok((m.loss(&db, scope, dropout)?, b.n_tokens()))
+                Ok(m.loss(&db, scope, dropout)?)
             }
             (Net::Bert(_), Batch::Causal(_)) => Err(TrainError::Data(
                 "a causal-LM batch was given to a BERT (masked-LM) model".into(),
@@ -586,7 +586,7 @@ impl Trainer {
     pub fn train_step(&mut self, batch: &Batch) -> Result<f64> {
         let (_, scope) = self.scope_at(self.step);
         let mut dropout = Dropout::train(step_seed(self.cfg.seed, self.step, 1));
-        let (loss, _) = self.model.loss(batch, scope, &mut dropout, &self.device)?;
+        let loss = self.model.loss(batch, scope, &mut dropout, &self.device)?;
         let value = loss.to_scalar::<f32>()? as f64;
         if !value.is_finite() {
             return Err(TrainError::Diverged {
@@ -796,7 +796,8 @@ impl Net {
         let mut count = 0usize;
         let scope = Scope::full(self.layers());
         for b in batches {
-            let (loss, n) = self.loss(b, scope, &mut Dropout::eval(), device)?;
+            let loss = self.loss(b, scope, &mut Dropout::eval(), device)?;
+            let n = b.predicted();
             sum += loss.detach().to_scalar::<f32>()? as f64 * n as f64;
             count += n;
         }
