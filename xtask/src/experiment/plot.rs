@@ -238,3 +238,31 @@ fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
     root.present()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every method has its own colour, whatever settings it appears in (a GPT-2 setting once
+    /// drew bert2BERT in scratch's black).
+    #[test]
+    fn every_method_has_its_own_colour() {
+        let all = [
+            Method::Scratch,
+            Method::DirectCopy,
+            Method::StackBert,
+            Method::Fpi,
+            Method::Exact,
+            Method::Aki,
+            Method::Bert2Bert,
+        ];
+        let colours: std::collections::BTreeSet<(u8, u8, u8)> = all
+            .iter()
+            .map(|&m| {
+                let RGBColor(r, g, b) = colour(m);
+                (r, g, b)
+            })
+            .collect();
+        assert_eq!(colours.len(), all.len());
+    }
+}
