@@ -15,7 +15,9 @@ use crate::pretrain::{Arch, DeviceKind, Streams, default_tokenizer_dir, device};
 use crate::workspace_root;
 use anyhow::{Context, bail};
 use bert2bert_checkpoint::{Bert, BertConfig, Gpt2Config, Model, read_model_dir};
-use bert2bert_expand::{GrowOptions, MapKind, Method as GrowMethod, Target, baselines, grow};
+use bert2bert_expand::{
+    Depth, GrowOptions, MapKind, Method as GrowMethod, Target, baselines, grow,
+};
 use bert2bert_train::bert::Params;
 use bert2bert_train::data::causal::END_OF_TEXT_ID;
 use bert2bert_train::data::default_assets_dir;
@@ -49,6 +51,10 @@ pub enum Preset {
     Gpu,
     /// The `mini` budget for GPT-2: the bundled 4 x 128 GPT-2 grown to 4 x 192.
     Gpt2Mini,
+    /// The paper's regime on the CPU, GPT-2: scratch ends well below where grown models start.
+    RegimeGpt2,
+    /// The paper's regime on the CPU, BERT (masked LM).
+    RegimeBert,
 }
 
 impl Preset {
@@ -59,6 +65,8 @@ impl Preset {
             Self::Mini => "mini",
             Self::Gpu => "gpu",
             Self::Gpt2Mini => "gpt2-mini",
+            Self::RegimeGpt2 => "regime-gpt2",
+            Self::RegimeBert => "regime-bert",
         }
     }
 }
@@ -239,6 +247,22 @@ pub struct SettingPlan {
     pub methods: Vec<Method>,
     /// Seeds of every run in this setting.
     pub seeds: Vec<u64>,
+    /// Tokenizer folder, relative to the assets folder (default: the family's bundled one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// Train the grown methods on scratch's schedule even where the plan gives them their own
+    /// (`Plan::grown`): the alternative, shown once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grown_like_scratch: bool,
+}
+
+/// A learning-rate schedule's free numbers (the decay is always linear to 0 at the last step).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrSpec {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warmup, as a fraction of a run's steps.
+    pub warmup_frac: f64,
 }
 
 /// The methods of a GPT-2 setting: DirectCopy and StackBERT are BERT baselines, and FPI is run
@@ -280,6 +304,10 @@ pub struct Plan {
     pub stack_steps: usize,
     /// Seed of sources pre-trained inside the experiment.
     pub source_seed: u64,
+    /// The schedule of every method that starts from the source (default: scratch's, `lr` and
+    /// `warmup_frac`): an already trained model needs no long warmup to a scratch-sized peak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grown: Option<LrSpec>,
     /// The settings.
     pub settings: Vec<SettingPlan>,
 }
@@ -316,6 +344,7 @@ impl Plan {
                     stage1_steps: steps / 8,
                     stack_steps: steps / 4,
                     source_seed: 1000,
+                    grown: None,
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
@@ -325,6 +354,8 @@ impl Plan {
                             target: Shape::new(2, 48, 16),
                             methods: all,
                             seeds: vec![0, 1],
+                            tokenizer: None,
+                            grown_like_scratch: false,
                         },
                         SettingPlan {
                             name: "depth".into(),
@@ -334,6 +365,8 @@ impl Plan {
                             target: Shape::new(4, 48, 16),
                             methods: vec![Method::Scratch, Method::Fpi, Method::Bert2Bert],
                             seeds: vec![0],
+                            tokenizer: None,
+                            grown_like_scratch: false,
                         },
                         SettingPlan {
                             name: "gpt2".into(),
@@ -346,6 +379,8 @@ impl Plan {
                             target: Shape::new(2, 48, 16),
                             methods: GPT2_METHODS.to_vec(),
                             seeds: vec![0],
+                            tokenizer: None,
+                            grown_like_scratch: false,
                         },
                     ],
                 }
@@ -365,9 +400,12 @@ impl Plan {
                     target: Shape::new(4, 192, 64),
                     methods: GPT2_METHODS.to_vec(),
                     seeds: vec![0, 1],
+                    tokenizer: None,
+                    grown_like_scratch: false,
                 }];
                 plan
             }
+            Preset::RegimeGpt2 | Preset::RegimeBert => Self::regime(preset),
             Preset::Mini => {
                 // Sized by measured step times (docs/experiment.md, "Sizing `mini`"): about 3
                 // hours on the project's 2-core machine for every run below.
@@ -386,6 +424,7 @@ impl Plan {
                     stage1_steps: steps / 8,
                     stack_steps: steps / 4,
                     source_seed: 1000,
+                    grown: None,
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
@@ -397,6 +436,8 @@ impl Plan {
                             target: Shape::new(4, 192, 64),
                             methods: all,
                             seeds: vec![0, 1],
+                            tokenizer: None,
+                            grown_like_scratch: false,
                         },
                         SettingPlan {
                             name: "depth".into(),
@@ -409,6 +450,8 @@ impl Plan {
                             target: Shape::new(4, 192, 64),
                             methods: vec![Method::Scratch, Method::Fpi, Method::Bert2Bert],
                             seeds: vec![0],
+                            tokenizer: None,
+                            grown_like_scratch: false,
                         },
                     ],
                 }
@@ -431,6 +474,7 @@ impl Plan {
                     stage1_steps: steps / 8,
                     stack_steps: steps / 4,
                     source_seed: 1000,
+                    grown: None,
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
@@ -443,6 +487,8 @@ impl Plan {
                             target: Shape::new(6, 384, 64),
                             methods: all.clone(),
                             seeds: vec![0, 1],
+                            tokenizer: None,
+                            grown_like_scratch: false,
                         },
                         SettingPlan {
                             name: "depth".into(),
@@ -461,10 +507,102 @@ impl Plan {
                                 Method::Bert2Bert,
                             ],
                             seeds: vec![0],
+                            tokenizer: None,
+                            grown_like_scratch: false,
                         },
                     ],
                 }
             }
+        }
+    }
+
+    /// The CPU presets in the paper's regime (docs/experiment.md, "The regime presets"): a
+    /// source 2x narrower and 2x shallower than the target, pre-trained here on a fraction of
+    /// the target's budget, so that scratch ends well below where the grown models start; a
+    /// 2048-token tokenizer (the head dominated the cost at 8192); three seeds.
+    fn regime(preset: Preset) -> Self {
+        let gpt2 = preset == Preset::RegimeGpt2;
+        let (arch, methods, tokenizer, steps, source_steps, lr, grown) = if gpt2 {
+            (
+                Arch::Gpt2,
+                GPT2_METHODS.to_vec(),
+                "tokenizer-gpt2-2k",
+                600,
+                400,
+                2e-3,
+                LrSpec {
+                    lr: 1e-3,
+                    warmup_frac: 0.01,
+                },
+            )
+        } else {
+            (
+                Arch::Bert,
+                vec![
+                    Method::Scratch,
+                    Method::DirectCopy,
+                    Method::StackBert,
+                    Method::Fpi,
+                    Method::Aki,
+                    Method::Bert2Bert,
+                ],
+                "tokenizer-2k",
+                800,
+                400,
+                1e-3,
+                LrSpec {
+                    lr: 5e-4,
+                    warmup_frac: 0.01,
+                },
+            )
+        };
+        let family = if gpt2 { "GPT-2" } else { "BERT" };
+        let source = SourceSpec::Pretrain {
+            shape: Shape::new(2, 64, 32),
+            steps: source_steps,
+        };
+        let target = Shape::new(4, 96, 32);
+        let name = if gpt2 { "gpt2" } else { "bert" };
+        Self {
+            preset,
+            batch_size: 32,
+            seq_len: 64,
+            steps,
+            lr,
+            warmup_frac: 0.05,
+            eval_every: 25,
+            eval_sequences: 128,
+            checkpoint_every: 100,
+            lb: 1,
+            stage1_steps: steps / 8,
+            stack_steps: steps / 4,
+            source_seed: 1000,
+            grown: Some(grown),
+            settings: vec![
+                SettingPlan {
+                    name: name.into(),
+                    arch,
+                    title: format!("{family} width and depth 2 x 64 -> 4 x 96"),
+                    source: source.clone(),
+                    target,
+                    methods,
+                    seeds: vec![0, 1, 2],
+                    tokenizer: Some(tokenizer.into()),
+                    grown_like_scratch: false,
+                },
+                // The alternative schedule, once: bert2BERT on scratch's warmup and peak.
+                SettingPlan {
+                    name: format!("{name}-scratchlr"),
+                    arch,
+                    title: format!("{family} 2 x 64 -> 4 x 96, grown on scratch's schedule"),
+                    source,
+                    target,
+                    methods: vec![Method::Scratch, Method::Bert2Bert],
+                    seeds: vec![0],
+                    tokenizer: Some(tokenizer.into()),
+                    grown_like_scratch: true,
+                },
+            ],
         }
     }
 
@@ -475,17 +613,36 @@ impl Plan {
         self.stack_steps = steps / 4;
     }
 
-    fn warmup(&self, steps: usize) -> usize {
-        ((steps as f64 * self.warmup_frac).round() as usize).max(1)
+    /// Scratch's schedule (also StackBERT's and that of sources pre-trained here).
+    pub fn scratch_lr(&self) -> LrSpec {
+        LrSpec {
+            lr: self.lr,
+            warmup_frac: self.warmup_frac,
+        }
     }
 
-    /// The training configuration of a run of `steps` steps.
-    pub fn train_config(&self, steps: usize, seed: u64, two_stage: bool) -> TrainConfig {
+    /// The schedule `method` trains on in `setting`: the plan's `grown` one for the methods that
+    /// start from the source, unless the setting asks for scratch's.
+    pub fn lr_of(&self, setting: &SettingPlan, method: Method) -> LrSpec {
+        match self.grown {
+            Some(g) if method.uses_source() && !setting.grown_like_scratch => g,
+            _ => self.scratch_lr(),
+        }
+    }
+
+    /// The training configuration of a run of `steps` steps on schedule `lr`.
+    pub fn train_config(
+        &self,
+        steps: usize,
+        seed: u64,
+        two_stage: bool,
+        lr: LrSpec,
+    ) -> TrainConfig {
         TrainConfig {
             steps,
             schedule: Schedule {
-                peak: self.lr,
-                warmup: self.warmup(steps),
+                peak: lr.lr,
+                warmup: ((steps as f64 * lr.warmup_frac).round() as usize).max(1),
                 total: steps,
                 decay: Decay::Linear,
             },
@@ -587,12 +744,21 @@ pub struct Args {
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Train this many target runs at once, each in its own process with an equal share of the
+    /// cores (sources first, in this process). Small models use one core each better than two
+    /// cores together; the numbers do not depend on it.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Train only this run (a worker process of `--jobs`; the sources must be trained).
+    #[arg(long, hide = true)]
+    pub only_run: Option<String>,
 }
 
 /// The data every run of one family shares: the tokenized corpus (each run draws its own
 /// seeded order from it) and the fixed held-out set.
 struct FamilyData {
     arch: Arch,
+    tokenizer: Option<PathBuf>,
     streams: Streams,
     tokenizer_dir: PathBuf,
     vocab: usize,
@@ -600,14 +766,19 @@ struct FamilyData {
 }
 
 impl FamilyData {
-    fn load(assets: &Path, plan: &Plan, arch: Arch) -> anyhow::Result<Self> {
-        let tokenizer_dir = default_tokenizer_dir(assets, arch.family());
+    fn load(assets: &Path, plan: &Plan, setting: &SettingPlan) -> anyhow::Result<Self> {
+        let arch = setting.arch;
+        let tokenizer_dir = match &setting.tokenizer {
+            Some(t) => assets.join(t),
+            None => default_tokenizer_dir(assets, arch.family()),
+        };
         let streams = Streams::load(arch.family(), assets, &tokenizer_dir)?;
         let vocab = streams.vocab();
         // Fixed evaluation set (seed 0 for every run), as in `cargo xtask pretrain`.
         let eval = streams.eval(vocab, plan.seq_len, plan.eval_sequences)?;
         Ok(Self {
             arch,
+            tokenizer: setting.tokenizer.clone(),
             streams,
             tokenizer_dir,
             vocab,
@@ -804,7 +975,7 @@ impl Runner<'_> {
     fn train_stackbert(&self, name: &str, target: &BertConfig, seed: u64) -> anyhow::Result<bool> {
         let plan = self.plan;
         let dir = self.runs.join(name);
-        let cfg = plan.train_config(plan.steps, seed, false);
+        let cfg = plan.train_config(plan.steps, seed, false, plan.scratch_lr());
         let phase2_started =
             read_state(&dir).is_ok_and(|s| s.step >= plan.stack_steps && s.step > 0);
         if !phase2_started {
@@ -978,9 +1149,12 @@ fn source_of(
                 runs: runner.runs.clone(),
                 ..*runner
             };
-            let cfg = runner
-                .plan
-                .train_config(*steps, runner.plan.source_seed, false);
+            let cfg = runner.plan.train_config(
+                *steps,
+                runner.plan.source_seed,
+                false,
+                runner.plan.scratch_lr(),
+            );
             let done = runner.train(&name, &cfg, *steps, &|| {
                 shape.fresh(base, runner.plan.source_seed, &runner.dev)
             })?;
@@ -1013,6 +1187,44 @@ pub struct SourceInfo {
     pub final_loss: Option<f64>,
     /// Its held-out MLM loss on this experiment's held-out set (what the targets are scored on).
     pub eval_loss: Option<f64>,
+    /// The setting's data (absent in summaries made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataInfo>,
+}
+
+/// The data a setting trains on, and how much of it a target run sees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataInfo {
+    /// The tokenizer folder (relative to the assets folder).
+    pub tokenizer: String,
+    /// Its vocabulary.
+    pub vocab: usize,
+    /// Tokens in the training split.
+    pub train_tokens: usize,
+    /// Entropy (nats) of the training split's unigram distribution.
+    pub unigram_entropy: f64,
+    /// Passes over the training split of one target run.
+    pub epochs_per_run: f64,
+}
+
+impl DataInfo {
+    fn of(data: &FamilyData, plan: &Plan, assets: &Path) -> anyhow::Result<Self> {
+        let (_, steps_per_epoch) =
+            data.streams
+                .batcher(data.vocab, plan.batch_size, plan.seq_len, 0)?;
+        Ok(Self {
+            tokenizer: data
+                .tokenizer_dir
+                .strip_prefix(assets)
+                .unwrap_or(&data.tokenizer_dir)
+                .display()
+                .to_string(),
+            vocab: data.vocab,
+            train_tokens: data.streams.train_tokens(),
+            unigram_entropy: data.streams.unigram_entropy(),
+            epochs_per_run: plan.steps as f64 / steps_per_epoch,
+        })
+    }
 }
 
 const SOURCES_FILE: &str = "sources.json";
@@ -1042,6 +1254,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map_err(|e| crate::Usage::new(format!("{e:#}")))?;
     let plan_path = out.join(PLAN_FILE);
 
+    if args.only_run.is_some() {
+        if args.report || args.doc.is_some() {
+            return Err(crate::Usage::new("--only-run trains one run; it makes no report").into());
+        }
+        let stored: Plan = serde_json::from_str(&std::fs::read_to_string(&plan_path)?)
+            .with_context(|| format!("--only-run: parsing {}", plan_path.display()))?;
+        if stored != plan {
+            bail!("--only-run: {} holds another plan", plan_path.display());
+        }
+        return train_all(&plan, &args, &root, &out);
+    }
+    if args.jobs == 0 {
+        return Err(crate::Usage::new("--jobs: at least 1").into());
+    }
     if !args.report {
         if plan_path.is_file() {
             let stored: Plan = serde_json::from_str(&std::fs::read_to_string(&plan_path)?)
@@ -1091,10 +1317,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let sources: Vec<Option<SourceInfo>> = std::fs::read_to_string(out.join(SOURCES_FILE))
+    let mut sources: Vec<Option<SourceInfo>> = std::fs::read_to_string(out.join(SOURCES_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
+    // Experiments run before the data was recorded: describe it now (it is shipped, and the
+    // same tokenizer gives the same streams).
+    let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
+    for (setting, info) in plan.settings.iter().zip(sources.iter_mut()) {
+        if let Some(info) = info
+            && info.data.is_none()
+        {
+            let data = FamilyData::load(&assets, &plan, setting)?;
+            info.data = Some(DataInfo::of(&data, &plan, &assets)?);
+        }
+    }
     let machine = std::fs::read_to_string(out.join(MACHINE_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -1120,13 +1357,31 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
     let mut data: Vec<FamilyData> = Vec::new();
     let mut infos = Vec::new();
     let mut complete = true;
+    let worker = args.only_run.as_deref();
+    // With --jobs > 1 this process trains the sources and hands the target runs to workers.
+    let mut pending: Vec<String> = Vec::new();
     for setting in &plan.settings {
         let arch = setting.arch;
-        // Each family's corpus is tokenized once, when its first setting comes.
-        let k = match data.iter().position(|d| d.arch == arch) {
+        let names = setting.seeds.iter().flat_map(|&seed| {
+            setting
+                .methods
+                .iter()
+                .map(move |&m| run_name(setting, m, seed))
+        });
+        if let Some(w) = worker
+            && !names.clone().any(|n| n == w)
+        {
+            infos.push(None);
+            continue;
+        }
+        // Each family's corpus is tokenized once per tokenizer, when its first setting comes.
+        let k = match data
+            .iter()
+            .position(|d| d.arch == arch && d.tokenizer == setting.tokenizer)
+        {
             Some(k) => k,
             None => {
-                data.push(FamilyData::load(&assets, plan, arch)?);
+                data.push(FamilyData::load(&assets, plan, setting)?);
                 data.len() - 1
             }
         };
@@ -1140,6 +1395,15 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
             quiet: args.quiet,
         };
         let base = BaseConfig::new(arch, data.vocab, plan.seq_len);
+        if worker.is_some()
+            && let SourceSpec::Pretrain { shape, steps } = &setting.source
+            && !finished(&runner.runs.join(source_run_name(arch, *shape)), *steps)
+        {
+            bail!(
+                "--only-run: the source of setting {} is not trained yet",
+                setting.name
+            );
+        }
         let Some(src) = source_of(&setting.source, arch, &runner, root, &base)? else {
             complete = false;
             infos.push(None);
@@ -1157,11 +1421,14 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
                 &data.eval,
                 &runner.dev,
             )?),
+            data: Some(DataInfo::of(data, plan, &assets)?),
         }));
-        std::fs::write(
-            out.join(SOURCES_FILE),
-            serde_json::to_string_pretty(&infos)? + "\n",
-        )?;
+        if worker.is_none() {
+            std::fs::write(
+                out.join(SOURCES_FILE),
+                serde_json::to_string_pretty(&infos)? + "\n",
+            )?;
+        }
         if src_params.max_positions() < plan.seq_len {
             bail!(
                 "the source of setting {} has {} positions, the experiment uses sequences of {}",
@@ -1183,10 +1450,28 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
         for &seed in &setting.seeds {
             for &method in &setting.methods {
                 let name = run_name(setting, method, seed);
+                if worker.is_some_and(|w| w != name) {
+                    continue;
+                }
+                if worker.is_none() && args.jobs > 1 {
+                    if !pending.contains(&name) {
+                        pending.push(name);
+                    }
+                    continue;
+                }
                 let growth = |m: GrowMethod, map: MapKind| -> anyhow::Result<ModelParams> {
+                    // The exact map is the function-preserving method: where the target is
+                    // deeper, its new blocks are identities (pre-LN only) instead of stacked
+                    // copies, so it starts exactly at the source's loss.
+                    let depth = if map == MapKind::Exact {
+                        Depth::Identity
+                    } else {
+                        Depth::Stack
+                    };
                     let opts = GrowOptions {
                         method: m,
                         map,
+                        depth,
                         seed,
                         ..GrowOptions::default()
                     };
@@ -1199,7 +1484,12 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
                         .as_bert()
                         .with_context(|| format!("{name}: a BERT baseline needs a BERT source"))
                 };
-                let cfg = plan.train_config(plan.steps, seed, method == Method::Bert2Bert);
+                let cfg = plan.train_config(
+                    plan.steps,
+                    seed,
+                    method == Method::Bert2Bert,
+                    plan.lr_of(setting, method),
+                );
                 let done = match method {
                     Method::Scratch => runner.train(&name, &cfg, plan.steps, &|| {
                         setting.target.fresh(&base, seed, &runner.dev)
@@ -1236,8 +1526,107 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
             }
         }
     }
-    if !complete {
+    if !pending.is_empty() {
+        complete &= run_workers(args, out, &pending, plan.steps)?;
+    }
+    if !complete && worker.is_none() {
         eprintln!("stopped before the end (--stop-at); run the same command again to continue");
     }
     Ok(())
+}
+
+/// Trains `names` in worker processes (`--only-run`), `args.jobs` at a time, each with an equal
+/// share of the cores; their output goes to `<out>/logs/<name>.log`. Returns whether every run
+/// reached its last step.
+fn run_workers(args: &Args, out: &Path, names: &[String], steps: usize) -> anyhow::Result<bool> {
+    use std::process::{Child, Command, Stdio};
+    let exe = std::env::current_exe().context("locating this program for the workers")?;
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / args.jobs).max(1);
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(names.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} runs {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let spawn = |name: &str| -> anyhow::Result<Child> {
+        let log = logs.join(format!("{name}.log"));
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("experiment")
+            .args(["--preset", args.preset.name()])
+            .arg("--out")
+            .arg(out)
+            .args(["--only-run", name, "--quiet"])
+            .arg("--device")
+            .arg(
+                clap::ValueEnum::to_possible_value(&args.device)
+                    .expect("every device has a name")
+                    .get_name(),
+            )
+            .env("RAYON_NUM_THREADS", threads.to_string())
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        if let Some(seeds) = &args.seeds {
+            let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+            cmd.arg("--seeds").arg(list.join(","));
+        }
+        if let Some(steps) = args.steps {
+            cmd.arg("--steps").arg(steps.to_string());
+        }
+        if let Some(stop) = args.stop_at {
+            cmd.arg("--stop-at").arg(stop.to_string());
+        }
+        if let Some(assets) = &args.assets {
+            cmd.arg("--assets").arg(assets);
+        }
+        tracing::info!(run = name, threads, "starting a worker");
+        cmd.spawn()
+            .with_context(|| format!("starting a worker for {name}"))
+    };
+    let mut queue = names.iter();
+    let mut running: Vec<(String, Child)> = Vec::new();
+    let mut failed = Vec::new();
+    loop {
+        while running.len() < args.jobs
+            && let Some(name) = queue.next()
+        {
+            running.push((name.clone(), spawn(name)?));
+        }
+        if running.is_empty() {
+            break;
+        }
+        let mut k = 0;
+        while k < running.len() {
+            if let Some(status) = running[k].1.try_wait()? {
+                let (name, _) = running.swap_remove(k);
+                if !status.success() {
+                    failed.push(format!(
+                        "{name} ({status}; log {})",
+                        logs.join(format!("{name}.log")).display()
+                    ));
+                }
+                bar.inc(1);
+                bar.set_message(format!("last: {name}"));
+            } else {
+                k += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    bar.finish_and_clear();
+    if !failed.is_empty() {
+        bail!("{} run(s) failed: {}", failed.len(), failed.join("; "));
+    }
+    Ok(names
+        .iter()
+        .all(|n| finished(&out.join("runs").join(n), steps)))
 }

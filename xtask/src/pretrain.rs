@@ -156,6 +156,9 @@ pub struct Args {
     /// The assets folder (corpus/, tokenizer/ and tokenizer-gpt2/).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    /// Tokenizer folder for a fresh model (default: the family's bundled one under --assets).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -289,6 +292,31 @@ impl Streams {
     /// Size of the tokenizer's vocabulary.
     pub fn vocab(&self) -> usize {
         self.vocab
+    }
+
+    /// Tokens in the training split.
+    pub fn train_tokens(&self) -> usize {
+        self.train.len()
+    }
+
+    /// Entropy (nats) of the training split's unigram distribution: the loss of a model that
+    /// knows word frequencies and nothing else.
+    pub fn unigram_entropy(&self) -> f64 {
+        let mut counts = vec![0u64; self.vocab.max(1)];
+        for &t in self.train.iter() {
+            if let Some(c) = counts.get_mut(t as usize) {
+                *c += 1;
+            }
+        }
+        let n: u64 = counts.iter().sum();
+        counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n as f64;
+                -p * p.ln()
+            })
+            .sum()
     }
 
     /// Fails when the tokenizer has more tokens than `vocab_size`, a model's vocabulary.
@@ -490,7 +518,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Start::Fresh(params, carry), family, vocab)
     } else {
         let family = args.arch.unwrap_or(Arch::Bert).family();
-        let tok_dir = default_tokenizer_dir(&assets, family);
+        let tok_dir = args
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| default_tokenizer_dir(&assets, family));
         let tokenizer = load_tokenizer(&tok_dir.join("tokenizer.json"))?;
         let vocab = tokenizer.get_vocab_size(true);
         if !args.hidden.is_multiple_of(args.heads) {
@@ -543,7 +574,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     {
         init.clone()
     } else {
-        default_tokenizer_dir(&assets, family)
+        args.tokenizer
+            .clone()
+            .unwrap_or_else(|| default_tokenizer_dir(&assets, family))
     };
     let mut data = load_data(
         family,
