@@ -80,9 +80,10 @@ fn draw_iso(set: &SettingSummary, path: &Path) -> anyhow::Result<()> {
     let scale = 10f64.powi(e);
     let y_hi = (f_max / scale).max(1e-9) * 1.05;
     let pad = 0.03 * (hi - lo);
-    let root = BitMapBackend::new(path, (1100, 725)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1100, 750)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (area, foot) = root.split_vertically(725);
+    let mut chart = ChartBuilder::on(&area)
         .caption(
             format!("{}: FLOPs to reach each held-out loss", set.title),
             ("sans-serif", 26),
@@ -145,9 +146,9 @@ fn draw_iso(set: &SettingSummary, path: &Path) -> anyhow::Result<()> {
         .label_font(("sans-serif", 16))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
-    root.draw(&Text::new(
+    foot.draw(&Text::new(
         "a level is drawn for a method only where every seed reaches it; bars: fastest to slowest seed",
-        (12, 702),
+        (12, 4),
         ("sans-serif", 14).into_font().color(&BLACK.mix(0.7)),
     ))?;
     root.present()?;

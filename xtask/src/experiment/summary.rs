@@ -677,7 +677,8 @@ pub fn regime_line(r: &Regime) -> String {
 }
 
 /// The methods ordered by mean saving, `>` between neighbours whose seed ranges do not overlap
-/// and `~` where they do: an ordering is claimed only where the ranges separate.
+/// and `~` where they do: an ordering is claimed only where the ranges separate. Methods with
+/// fewer than two seeds, or with a seed that never reached the target, are left out.
 pub fn ordering(s: &SettingSummary) -> Option<String> {
     if s.regime.as_ref().is_none_or(|r| !r.in_regime) {
         return None;
@@ -685,7 +686,8 @@ pub fn ordering(s: &SettingSummary) -> Option<String> {
     let mut m: Vec<&MethodSummary> = s
         .methods
         .iter()
-        .filter(|m| m.saving.mean.is_some() && m.saving.n == m.saving.of)
+        // A range needs seeds: one seed's saving is a point, not a range that can separate.
+        .filter(|m| m.saving.mean.is_some() && m.saving.n == m.saving.of && m.saving.of >= 2)
         .collect();
     if m.len() < 2 {
         return None;
@@ -1287,6 +1289,15 @@ mod tests {
             ordering(&s).unwrap(),
             "bert2BERT (AKI + two-stage) (55.0%) > AKI (30.0%) ~ FPI (25.0%) > Scratch (0.0%)"
         );
+        // One seed each: points, no ranges, no ordering.
+        let single = SettingSummary {
+            methods: vec![
+                method(Method::Scratch, vec![], &[Some(0.0)]),
+                method(Method::Bert2Bert, vec![], &[Some(0.45)]),
+            ],
+            ..s
+        };
+        assert!(ordering(&single).is_none());
     }
 
     #[test]
