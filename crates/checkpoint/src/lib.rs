@@ -13,8 +13,11 @@ pub mod error;
 pub mod folder;
 pub mod gpt2;
 mod loader;
+pub mod memory;
 pub mod model;
 pub mod nn;
+pub mod paths;
+mod preflight;
 pub mod random;
 pub mod safetensors;
 
