@@ -39,9 +39,9 @@ pub enum ExperimentError {
     Checkpoint {
         /// What was being read, naming the folder.
         context: String,
-        /// The cause.
+        /// The cause (boxed: it is large, and errors travel in every `Result`).
         #[source]
-        source: CheckpointError,
+        source: Box<CheckpointError>,
     },
     /// A setting's source model folder is missing or unreadable.
     #[error(
@@ -65,14 +65,14 @@ pub enum ExperimentError {
         dir: PathBuf,
         /// The cause.
         #[source]
-        source: TrainError,
+        source: Box<TrainError>,
     },
     /// Growth or a baseline's initialisation failed on the source's data.
     #[error(transparent)]
     Expand(#[from] ExpandError),
     /// Building, training, evaluating or saving a model failed.
     #[error(transparent)]
-    Train(#[from] TrainError),
+    Train(Box<TrainError>),
     /// The corpus, the tokenizer or the batches failed.
     #[error(transparent)]
     Data(#[from] DataError),
@@ -134,10 +134,20 @@ pub(crate) fn checkpoint(
     context: impl Into<String>,
 ) -> impl FnOnce(CheckpointError) -> ExperimentError {
     let context = context.into();
-    move |source| ExperimentError::Checkpoint { context, source }
+    move |source| ExperimentError::Checkpoint {
+        context,
+        source: Box::new(source),
+    }
 }
 
 /// `serde_json::to_string_pretty` of a value that always serializes, with a final newline.
 pub(crate) fn pretty(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).expect("serialisable") + "\n"
+}
+
+// Boxed: training errors are large, and an error travels in every `Result` of the crate.
+impl From<TrainError> for ExperimentError {
+    fn from(e: TrainError) -> Self {
+        Self::Train(Box::new(e))
+    }
 }

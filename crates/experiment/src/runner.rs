@@ -121,7 +121,7 @@ impl Runner<'_> {
             Trainer::resume(&dir, Some(cfg), self.dev.clone()).map_err(|source| {
                 ExperimentError::Resume {
                     dir: dir.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?
         } else {
