@@ -238,10 +238,10 @@ pub struct SettingPlan {
     /// Tokenizer folder, relative to the assets folder (default: the family's bundled one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<PathBuf>,
-    /// Train the grown methods on scratch's schedule even where the plan gives them their own
-    /// (`Plan::grown`): the alternative, shown once.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub grown_like_scratch: bool,
+    /// The schedule of the methods that start from the source in this setting (default:
+    /// scratch's, the plan's `lr` and `warmup_frac`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grown: Option<LrSpec>,
 }
 
 /// A learning-rate schedule's free numbers (the decay is always linear to 0 at the last step).
@@ -292,10 +292,6 @@ pub struct Plan {
     pub stack_steps: usize,
     /// Seed of sources pre-trained inside the experiment.
     pub source_seed: u64,
-    /// The schedule of every method that starts from the source (default: scratch's, `lr` and
-    /// `warmup_frac`): an already trained model needs no long warmup to a scratch-sized peak.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grown: Option<LrSpec>,
     /// The settings.
     pub settings: Vec<SettingPlan>,
 }
@@ -332,7 +328,6 @@ impl Plan {
                     stage1_steps: steps / 8,
                     stack_steps: steps / 4,
                     source_seed: 1000,
-                    grown: None,
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
@@ -343,7 +338,7 @@ impl Plan {
                             methods: all,
                             seeds: vec![0, 1],
                             tokenizer: None,
-                            grown_like_scratch: false,
+                            grown: None,
                         },
                         SettingPlan {
                             name: "depth".into(),
@@ -354,7 +349,7 @@ impl Plan {
                             methods: vec![Method::Scratch, Method::Fpi, Method::Bert2Bert],
                             seeds: vec![0],
                             tokenizer: None,
-                            grown_like_scratch: false,
+                            grown: None,
                         },
                         SettingPlan {
                             name: "gpt2".into(),
@@ -368,7 +363,7 @@ impl Plan {
                             methods: GPT2_METHODS.to_vec(),
                             seeds: vec![0],
                             tokenizer: None,
-                            grown_like_scratch: false,
+                            grown: None,
                         },
                     ],
                 }
@@ -389,7 +384,7 @@ impl Plan {
                     methods: GPT2_METHODS.to_vec(),
                     seeds: vec![0, 1],
                     tokenizer: None,
-                    grown_like_scratch: false,
+                    grown: None,
                 }];
                 plan
             }
@@ -412,7 +407,6 @@ impl Plan {
                     stage1_steps: steps / 8,
                     stack_steps: steps / 4,
                     source_seed: 1000,
-                    grown: None,
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
@@ -425,7 +419,7 @@ impl Plan {
                             methods: all,
                             seeds: vec![0, 1],
                             tokenizer: None,
-                            grown_like_scratch: false,
+                            grown: None,
                         },
                         SettingPlan {
                             name: "depth".into(),
@@ -439,7 +433,7 @@ impl Plan {
                             methods: vec![Method::Scratch, Method::Fpi, Method::Bert2Bert],
                             seeds: vec![0],
                             tokenizer: None,
-                            grown_like_scratch: false,
+                            grown: None,
                         },
                     ],
                 }
@@ -462,7 +456,6 @@ impl Plan {
                     stage1_steps: steps / 8,
                     stack_steps: steps / 4,
                     source_seed: 1000,
-                    grown: None,
                     settings: vec![
                         SettingPlan {
                             name: "width".into(),
@@ -476,7 +469,7 @@ impl Plan {
                             methods: all.clone(),
                             seeds: vec![0, 1],
                             tokenizer: None,
-                            grown_like_scratch: false,
+                            grown: None,
                         },
                         SettingPlan {
                             name: "depth".into(),
@@ -496,7 +489,7 @@ impl Plan {
                             ],
                             seeds: vec![0],
                             tokenizer: None,
-                            grown_like_scratch: false,
+                            grown: None,
                         },
                     ],
                 }
@@ -565,7 +558,6 @@ impl Plan {
             stage1_steps: steps / 8,
             stack_steps: steps / 4,
             source_seed: 1000,
-            grown: Some(grown),
             settings: vec![
                 SettingPlan {
                     name: name.into(),
@@ -576,19 +568,24 @@ impl Plan {
                     methods,
                     seeds: vec![0, 1, 2],
                     tokenizer: Some(tokenizer.into()),
-                    grown_like_scratch: false,
+                    grown: None,
                 },
-                // The alternative schedule, once: bert2BERT on scratch's warmup and peak.
+                // The alternative schedule, once: bert2BERT on a lower peak with almost no
+                // warmup, the schedule an already trained model seems to ask for.
                 SettingPlan {
-                    name: format!("{name}-scratchlr"),
+                    name: format!("{name}-grownlr"),
                     arch,
-                    title: format!("{family} 2 x 64 -> 4 x 96, grown on scratch's schedule"),
+                    title: format!(
+                        "{family} 2 x 64 -> 4 x 96, grown on peak {} with {}% warmup",
+                        grown.lr,
+                        100.0 * grown.warmup_frac
+                    ),
                     source,
                     target,
                     methods: vec![Method::Scratch, Method::Bert2Bert],
                     seeds: vec![0],
                     tokenizer: Some(tokenizer.into()),
-                    grown_like_scratch: true,
+                    grown: Some(grown),
                 },
             ],
         }
@@ -609,11 +606,11 @@ impl Plan {
         }
     }
 
-    /// The schedule `method` trains on in `setting`: the plan's `grown` one for the methods that
-    /// start from the source, unless the setting asks for scratch's.
+    /// The schedule `method` trains on in `setting`: the setting's `grown` one for the methods
+    /// that start from the source where it has one, scratch's otherwise.
     pub fn lr_of(&self, setting: &SettingPlan, method: Method) -> LrSpec {
-        match self.grown {
-            Some(g) if method.uses_source() && !setting.grown_like_scratch => g,
+        match setting.grown {
+            Some(g) if method.uses_source() => g,
             _ => self.scratch_lr(),
         }
     }
@@ -803,13 +800,15 @@ mod tests {
     }
 
     #[test]
-    fn grown_methods_train_on_their_own_schedule_only_where_the_plan_says() {
+    fn grown_methods_train_on_their_own_schedule_only_where_the_setting_says() {
         let plan = Plan::preset(Preset::RegimeGpt2);
         let (main, alt) = (&plan.settings[0], &plan.settings[1]);
-        let grown = plan.grown.unwrap();
-        assert_eq!(plan.lr_of(main, Method::Aki), grown);
+        let grown = alt.grown.unwrap();
+        assert_ne!(grown, plan.scratch_lr());
+        assert_eq!(plan.lr_of(main, Method::Aki), plan.scratch_lr());
         assert_eq!(plan.lr_of(main, Method::Scratch), plan.scratch_lr());
-        assert_eq!(plan.lr_of(alt, Method::Bert2Bert), plan.scratch_lr());
+        assert_eq!(plan.lr_of(alt, Method::Bert2Bert), grown);
+        assert_eq!(plan.lr_of(alt, Method::Scratch), plan.scratch_lr());
         let cfg = plan.train_config(600, 2, true, grown);
         assert_eq!(cfg.schedule.warmup, 6);
         assert_eq!(cfg.schedule.peak, grown.lr);

@@ -898,28 +898,17 @@ pub fn render_doc_block(summary: Option<&Summary>, preset: &str, rel: &str) -> S
             .map(|s| format!("{} {:?}", s.name, s.seeds))
             .collect::<Vec<_>>()
             .join(", "),
-        p.grown.map_or(String::new(), |g| {
-            let alt: Vec<&str> = p
-                .settings
-                .iter()
-                .filter(|s| s.grown_like_scratch)
-                .map(|s| s.name.as_str())
-                .collect();
-            format!(
-                " Methods that start from the source train on their own schedule: peak learning \
-                 rate {}, {}% warmup, the same decay{}.",
+        p.settings
+            .iter()
+            .filter_map(|s| s.grown.map(|g| (s, g)))
+            .map(|(s, g)| format!(
+                " Setting {}: the methods that start from the source train on peak learning rate \
+                 {}, {}% warmup, the same decay.",
+                s.name,
                 g.lr,
-                100.0 * g.warmup_frac,
-                if alt.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (setting {}: on scratch's schedule instead)",
-                        alt.join(", ")
-                    )
-                }
-            )
-        })
+                100.0 * g.warmup_frac
+            ))
+            .collect::<String>()
     );
     t += &tables(s);
     t += "\n";
