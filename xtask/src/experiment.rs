@@ -1018,6 +1018,27 @@ pub struct SourceInfo {
 const SOURCES_FILE: &str = "sources.json";
 const MACHINE_FILE: &str = "machine.json";
 
+/// Refuses an `--out` that is, lies inside, or contains the assets folder or a setting's source
+/// folder (`--restart` deletes runs there; every call writes the plan and the summary).
+fn refuse_overlapping_out(
+    out: &Path,
+    assets: &Path,
+    plan: &Plan,
+    root: &Path,
+) -> anyhow::Result<()> {
+    let sources: Vec<PathBuf> = plan
+        .settings
+        .iter()
+        .filter_map(|s| match &s.source {
+            SourceSpec::Folder { path } => Some(root.join(path)),
+            SourceSpec::Pretrain { .. } => None,
+        })
+        .collect();
+    let mut inputs = vec![(assets, "assets folder (--assets)")];
+    inputs.extend(sources.iter().map(|p| (p.as_path(), "source model folder")));
+    crate::refuse_overlap("--out", out, &inputs)
+}
+
 /// Runs `cargo xtask experiment`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = workspace_root();
@@ -1029,6 +1050,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return summary::check_doc(&out, doc);
     }
     let mut plan = Plan::preset(args.preset);
+    let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
+    refuse_overlapping_out(&out, &assets, &plan, &root)?;
     if let Some(seeds) = &args.seeds {
         if seeds.is_empty() {
             return Err(crate::Usage::new("--seeds: give at least one seed").into());
@@ -1240,4 +1263,28 @@ fn train_all(plan: &Plan, args: &Args, root: &Path, out: &Path) -> anyhow::Resul
         eprintln!("stopped before the end (--stop-at); run the same command again to continue");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_in_or_around_a_bundled_source_is_refused() {
+        let root = workspace_root();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let plan = Plan::preset(Preset::Mini);
+        let bundled = root.join("assets/bundled-bert");
+        for (out, needle) in [
+            (bundled.join("runs"), "is inside the source model folder"),
+            (bundled.clone(), "is the source model folder"),
+            (root.join("assets"), "contains the source model folder"),
+        ] {
+            let err = refuse_overlapping_out(&out, elsewhere.path(), &plan, &root).unwrap_err();
+            assert!(err.is::<crate::Usage>(), "misuse: exit 2");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let fine = root.join("results/mini");
+        refuse_overlapping_out(&fine, elsewhere.path(), &plan, &root).unwrap();
+    }
 }
