@@ -377,15 +377,20 @@ fn pretrain_refuses_an_output_overlapping_its_init_or_assets() {
     }
 }
 
-/// The experiment writes its plan and runs into `--out` (and `--restart` deletes runs there):
-/// an `--out` inside or around the assets is refused.
+/// The experiment writes its plan and runs into `--out`, and `--restart` deletes `<out>/runs`:
+/// an `--out` that is, lies inside or contains the assets is refused (exit 2, one line) and
+/// nothing there is deleted or added.
 #[test]
+#[cfg(feature = "experiment")]
 fn experiment_refuses_an_output_overlapping_its_assets() {
     let tmp = tempfile::tempdir().unwrap();
     let assets = tmp.path().join("assets");
-    std::fs::create_dir(&assets).unwrap();
+    std::fs::create_dir_all(assets.join("runs")).unwrap();
     std::fs::write(assets.join("keep.txt"), "corpus").unwrap();
+    std::fs::write(assets.join("runs/keep.txt"), "a run").unwrap();
+    let before = snapshot(tmp.path());
     for (out, needle) in [
+        (assets.clone(), "is the assets folder"),
         (assets.join("results"), "is inside the assets folder"),
         (tmp.path().to_owned(), "contains the assets folder"),
     ] {
@@ -399,9 +404,12 @@ fn experiment_refuses_an_output_overlapping_its_assets() {
             "--quiet",
         ];
         let o = xtask(&args);
-        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-        assert!(stderr(&o).contains(needle), "{}", stderr(&o));
-        assert_only(&assets, &["keep.txt"]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{}: {e}", out.display());
+        assert!(e.contains("--out") && e.contains(needle), "{e}");
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+        assert!(snapshot(tmp.path()) == before, "{}: files changed", out.display());
+        assert_only(&assets, &["keep.txt", "runs"]);
     }
 }
 

@@ -94,9 +94,15 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
     assert!(stderr(&o).contains("--restart"), "{}", stderr(&o));
     std::fs::write(&plan_path, plan).unwrap();
 
-    // Resumed to the end.
-    let o = xtask(&base);
+    // Resumed to the end by two worker processes (`--jobs 2`), each with one core.
+    let o = xtask(&[&base[..], &["--jobs", "2"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
+    let log = out.join("logs/width-fpi-s0.log");
+    assert!(
+        log.is_file(),
+        "{} missing: no worker trained it",
+        log.display()
+    );
     for f in [
         "summary.json",
         "table.md",
@@ -123,6 +129,14 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
     assert_eq!(summary["complete"], true);
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     assert!(table.contains("| StackBERT |"), "{table}");
+    // Smoke's 2-layer targets and 40-step sources are far from the paper's regime: the table
+    // says why and prints no saving.
+    assert!(
+        table.contains("**Out of the paper's regime, so no saving is printed**")
+            && table.contains("the target has 2 layers (at least 4)"),
+        "{table}"
+    );
+    assert_eq!(summary["settings"][0]["regime"]["in_regime"], false);
 
     // The resumed run logged each step once, up to the end, with FLOPs never decreasing.
     let m = metrics(&fpi.join("metrics.jsonl"));
@@ -264,6 +278,12 @@ fn results_doc_matches_the_mini_summary() {
 #[test]
 fn results_doc_matches_the_gpt2_mini_summary() {
     check_results_doc("gpt2-mini");
+}
+
+/// The regime run's part of docs/results.md, likewise.
+#[test]
+fn results_doc_matches_the_regime_gpt2_summary() {
+    check_results_doc("regime-gpt2");
 }
 
 fn check_results_doc(preset: &str) {

@@ -2,7 +2,7 @@
 //! writes the Hugging Face tokenizer files into `assets/tokenizer-gpt2/`.
 //!
 //! ```text
-//! cargo run -p bert2bert-train --example train_bpe -- [VOCAB_SIZE] [ASSETS_DIR]
+//! cargo run -p bert2bert-train --example train_bpe -- [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]
 //! ```
 //!
 //! Training is not bit-for-bit reproducible (the trainer breaks ties between equally frequent
@@ -34,7 +34,10 @@ const EOT: &str = "<|endoftext|>";
 const MODEL_MAX_LENGTH: usize = 1024;
 
 fn main() -> Result<()> {
-    let (vocab_size, assets) = common::parse_args("train_bpe [VOCAB_SIZE] [ASSETS_DIR]")?;
+    let (vocab_size, assets, out) = common::parse_args(
+        "train_bpe [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]",
+        "tokenizer-gpt2",
+    )?;
 
     let docs = data::read_split(&assets, Split::Train)?;
     eprintln!("training on {} documents", docs.len());
@@ -61,7 +64,6 @@ fn main() -> Result<()> {
         .train(&mut trainer, docs.iter())
         .map_err(anyhow::Error::msg)?;
 
-    let out = assets.join("tokenizer-gpt2");
     let json_path = common::save_tokenizer(&tokenizer, &out, "vocab.json, merges.txt")?;
     write_hf_files(&out)?;
 

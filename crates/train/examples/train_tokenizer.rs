@@ -2,7 +2,7 @@
 //! Hugging Face tokenizer files into `assets/tokenizer/`.
 //!
 //! ```text
-//! cargo run -p bert2bert-train --example train_tokenizer -- [VOCAB_SIZE] [ASSETS_DIR]
+//! cargo run -p bert2bert-train --example train_tokenizer -- [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]
 //! ```
 //!
 //! Training is not bit-for-bit reproducible (the trainer breaks ties between equally frequent
@@ -30,7 +30,10 @@ type BertTokenizer =
 const MODEL_MAX_LENGTH: usize = 512;
 
 fn main() -> Result<()> {
-    let (vocab_size, assets) = common::parse_args("train_tokenizer [VOCAB_SIZE] [ASSETS_DIR]")?;
+    let (vocab_size, assets, out) = common::parse_args(
+        "train_tokenizer [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]",
+        "tokenizer",
+    )?;
 
     let docs = data::read_split(&assets, Split::Train)?;
     let lines: Vec<&str> = docs
@@ -73,7 +76,6 @@ fn main() -> Result<()> {
         .train(&mut trainer, lines.iter())
         .map_err(anyhow::Error::msg)?;
 
-    let out = assets.join("tokenizer");
     let json_path = common::save_tokenizer(&tokenizer, &out, "vocab.txt")?;
     write_hf_files(&out)?;
 

@@ -8,9 +8,10 @@ use bert2bert_train::data;
 use serde::Serialize;
 use tokenizers::{Decoder, Model, Normalizer, PostProcessor, PreTokenizer, TokenizerImpl};
 
-/// `[VOCAB_SIZE] [ASSETS_DIR]` from the command line (defaults 8192 and the repository's
-/// `assets/`); `usage` is printed for extra arguments.
-pub fn parse_args(usage: &str) -> Result<(usize, PathBuf)> {
+/// `[VOCAB_SIZE] [ASSETS_DIR] [FOLDER]` from the command line (defaults 8192, the repository's
+/// `assets/` and `default_folder`); returns the vocabulary size, the assets folder and the output
+/// folder inside it; `usage` is printed for extra arguments.
+pub fn parse_args(usage: &str, default_folder: &str) -> Result<(usize, PathBuf, PathBuf)> {
     let mut args = std::env::args().skip(1);
     let vocab_size: usize = match args.next() {
         Some(v) => v
@@ -22,10 +23,11 @@ pub fn parse_args(usage: &str) -> Result<(usize, PathBuf)> {
         .next()
         .map(PathBuf::from)
         .unwrap_or_else(data::default_assets_dir);
+    let out = assets.join(args.next().unwrap_or_else(|| default_folder.to_owned()));
     if args.next().is_some() {
         bail!("usage: {usage}");
     }
-    Ok((vocab_size, assets))
+    Ok((vocab_size, assets, out))
 }
 
 /// Writes `tokenizer.json` and the model's own files (named by `model_files` in errors) into

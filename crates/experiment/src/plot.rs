@@ -4,9 +4,9 @@
 //! Text is drawn with the bundled DejaVu Sans (assets/fonts) through plotters' `ab_glyph`
 //! backend, so no system font library is needed.
 
-use super::Method;
-use super::summary::{Point, SettingSummary, Summary};
-use anyhow::Context;
+use crate::ExperimentError;
+use crate::plan::Method;
+use crate::summary::{Point, SettingSummary, Summary};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::path::Path;
@@ -14,15 +14,16 @@ use std::sync::Once;
 
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 
-fn register_font() -> anyhow::Result<()> {
+/// What drawing a plot can fail with (plotters' backend errors).
+type DrawResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn register_font() -> Result<(), ExperimentError> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
             if plotters::style::register_font("sans-serif", style, FONT).is_err() {
-                result = Err(anyhow::anyhow!(
-                    "the bundled font DejaVuSans.ttf is invalid"
-                ));
+                result = Err(ExperimentError::Font);
             }
         }
     });
@@ -44,17 +45,120 @@ fn colour(m: Method) -> RGBColor {
 }
 
 /// Writes `loss_vs_flops_<setting>.png` and `loss_vs_time_<setting>.png` into `out`.
-pub fn plots(summary: &Summary, out: &Path) -> anyhow::Result<()> {
+pub fn plots(summary: &Summary, out: &Path) -> Result<(), ExperimentError> {
     register_font()?;
+    let drawn = |path: &Path, r: DrawResult| {
+        r.map_err(|source| ExperimentError::Plot {
+            path: path.to_owned(),
+            source,
+        })
+    };
     for set in &summary.settings {
         if set.methods.iter().all(|m| m.runs.is_empty()) {
             continue;
         }
         let p = out.join(format!("loss_vs_flops_{}.png", set.name));
-        draw(set, &p, Axis::Flops).with_context(|| format!("drawing {}", p.display()))?;
+        drawn(&p, draw(set, &p, Axis::Flops))?;
         let p = out.join(format!("loss_vs_time_{}.png", set.name));
-        draw(set, &p, Axis::Time).with_context(|| format!("drawing {}", p.display()))?;
+        drawn(&p, draw(set, &p, Axis::Time))?;
+        if set.iso_levels.len() > 1 {
+            let p = out.join(format!("iso_loss_{}.png", set.name));
+            drawn(&p, draw_iso(set, &p))?;
+        }
     }
+    Ok(())
+}
+
+/// FLOPs each method needs to reach each loss level from the source's start down to scratch's
+/// final loss (mean over seeds, bars from the fastest to the slowest seed): iso-loss curves.
+fn draw_iso(set: &SettingSummary, path: &Path) -> DrawResult {
+    let levels = &set.iso_levels;
+    let (lo, hi) = (levels[levels.len() - 1], levels[0]);
+    let f_max = set
+        .methods
+        .iter()
+        .flat_map(|m| m.iso_flops.iter().filter_map(|a| a.max))
+        .fold(0.0, f64::max);
+    let e = if f_max > 0.0 {
+        f_max.log10().floor() as i32
+    } else {
+        0
+    };
+    let scale = 10f64.powi(e);
+    let y_hi = (f_max / scale).max(1e-9) * 1.05;
+    let pad = 0.03 * (hi - lo);
+    let root = BitMapBackend::new(path, (1100, 750)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (area, foot) = root.split_vertically(725);
+    let mut chart = ChartBuilder::on(&area)
+        .caption(
+            format!("{}: FLOPs to reach each held-out loss", set.title),
+            ("sans-serif", 26),
+        )
+        .margin(15)
+        .x_label_area_size(55)
+        .y_label_area_size(70)
+        // Loss falls to the right, as training proceeds.
+        .build_cartesian_2d(lo - pad..hi + pad, 0f64..y_hi)?;
+    chart
+        .configure_mesh()
+        .x_desc(format!(
+            "held-out {} loss reached (nats; from the source's start down to scratch's final loss)",
+            set.arch.objective()
+        ))
+        .y_desc(format!("training FLOPs to reach it (x 1e{e})"))
+        .axis_desc_style(("sans-serif", 18))
+        .label_style(("sans-serif", 15))
+        .x_label_formatter(&|x| format!("{:.2}", hi + lo - x))
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    // x is mirrored (hi + lo - loss) so that lower losses are to the right.
+    let x_of = |l: f64| hi + lo - l;
+    for m in &set.methods {
+        let colour = colour(m.method);
+        let points: Vec<(f64, f64)> = levels
+            .iter()
+            .zip(&m.iso_flops)
+            .filter(|(_, a)| a.n == a.of && a.of > 0)
+            .filter_map(|(&l, a)| a.mean.map(|f| (x_of(l), f / scale)))
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        for (&l, a) in levels.iter().zip(&m.iso_flops) {
+            if let (Some(min), Some(max)) = (a.min, a.max)
+                && a.n == a.of
+            {
+                chart.draw_series(std::iter::once(PathElement::new(
+                    [(x_of(l), min / scale), (x_of(l), max / scale)],
+                    colour.mix(0.5).stroke_width(1),
+                )))?;
+            }
+        }
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&(x, y)| Circle::new((x, y), 3, colour.filled())),
+        )?;
+        chart
+            .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
+            .label(m.label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", 16))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    foot.draw(&Text::new(
+        "a level is drawn for a method only where every seed reaches it; bars: fastest to slowest seed",
+        (12, 4),
+        ("sans-serif", 14).into_font().color(&BLACK.mix(0.7)),
+    ))?;
+    root.present()?;
     Ok(())
 }
 
@@ -64,7 +168,7 @@ enum Axis {
     Time,
 }
 
-fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
+fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> DrawResult {
     let curves: Vec<(Method, usize, &str, &[Point])> = set
         .methods
         .iter()

@@ -2,10 +2,11 @@
 //! final loss, savings with and without the source's cost, `summary.json`, `table.md` and the
 //! generated part of docs/results.md.
 
-use super::{Method, Plan, Preset, SUMMARY_FILE, Shape, SourceInfo, TABLE_FILE, run_name};
-use crate::pretrain::{Arch, DeviceKind};
-use anyhow::{Context, bail};
+use crate::error::{io, json, pretty};
+use crate::plan::{Method, Plan, Preset, Shape, run_name};
+use crate::{ExperimentError, SUMMARY_FILE, SourceInfo, TABLE_FILE};
 use bert2bert_train::trainer::{METRICS_FILE, read_metrics};
+use bert2bert_train::{Arch, DeviceKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
@@ -147,6 +148,156 @@ pub struct MethodSummary {
     pub saving_with_source: Option<Aggregate>,
     /// Every seed's run.
     pub runs: Vec<RunSummary>,
+    /// FLOPs to reach each of the setting's `iso_levels` (mean over the seeds that reach it).
+    #[serde(default)]
+    pub iso_flops: Vec<Aggregate>,
+}
+
+/// Scratch must end at least this far (nats) below the lowest mean start loss of FPI, AKI and
+/// bert2BERT: the paper's regime, where scratch is trained far past what the source knew.
+pub const MIN_MARGIN: f64 = 0.1;
+/// A source must be at least this far (nats) below the unigram entropy: it has learned more than
+/// word frequencies (growing a barely trained model is no better than scratch, G_stack).
+pub const MIN_SOURCE_GAIN: f64 = 0.5;
+/// Scratch's curve flattens: its drop over the last 10% of the steps is at most this fraction
+/// of its drop from 10% of the steps to the end.
+pub const MAX_LATE_DROP: f64 = 0.1;
+/// No target run sees its training data more often than this.
+pub const MAX_EPOCHS: f64 = 4.0;
+/// Targets have at least this many layers.
+pub const MIN_TARGET_LAYERS: usize = 4;
+
+/// Whether a setting is in the paper's regime, with the numbers behind the verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Regime {
+    /// Every condition holds: savings are printed.
+    pub in_regime: bool,
+    /// The conditions that fail (or could not be checked), in words.
+    pub reasons: Vec<String>,
+    /// Scratch's mean final loss.
+    pub scratch_final: Option<f64>,
+    /// The lowest mean start loss of FPI, AKI and bert2BERT.
+    pub lowest_grown_start: Option<f64>,
+    /// `lowest_grown_start - scratch_final`.
+    pub margin: Option<f64>,
+    /// Scratch's drop over its last 10% of steps / its drop from 10% to the end (mean over seeds).
+    pub late_drop: Option<f64>,
+    /// The source's held-out loss on the experiment's held-out set.
+    pub source_loss: Option<f64>,
+    /// The unigram entropy of the training split under the setting's tokenizer.
+    pub unigram_entropy: Option<f64>,
+    /// Passes over the training data of one target run.
+    pub epochs_per_run: Option<f64>,
+}
+
+/// The loss of `curve` at `step`, linearly interpolated between evaluations.
+fn loss_at(curve: &[Point], step: f64) -> Option<f64> {
+    let i = curve.iter().position(|p| p.step as f64 >= step)?;
+    if i == 0 {
+        return Some(curve[0].loss);
+    }
+    let (a, b) = (curve[i - 1], curve[i]);
+    let t = (step - a.step as f64) / (b.step as f64 - a.step as f64);
+    Some(a.loss + t * (b.loss - a.loss))
+}
+
+/// The regime check of one setting (docs/experiment.md, "The paper's regime").
+pub fn regime(
+    plan: &Plan,
+    target: Shape,
+    source: Option<&SourceInfo>,
+    methods: &[MethodSummary],
+) -> Regime {
+    let mean_of = |m: Method, f: &dyn Fn(&RunSummary) -> Option<f64>| {
+        methods
+            .iter()
+            .find(|x| x.method == m)
+            .and_then(|x| mean(x.runs.iter().map(f)))
+    };
+    let scratch_runs: Vec<&RunSummary> = methods
+        .iter()
+        .filter(|m| m.method == Method::Scratch)
+        .flat_map(|m| &m.runs)
+        .filter(|r| r.complete)
+        .collect();
+    let scratch_final = mean(scratch_runs.iter().map(|r| r.final_loss));
+    let lowest_grown_start = [Method::Fpi, Method::Aki, Method::Bert2Bert]
+        .into_iter()
+        .filter_map(|m| mean_of(m, &|r| r.start_loss))
+        .reduce(f64::min);
+    let margin = lowest_grown_start.zip(scratch_final).map(|(g, s)| g - s);
+    let n = plan.steps as f64;
+    let late_drop = mean(scratch_runs.iter().map(|r| {
+        let end = r.curve.last()?.loss;
+        let early = loss_at(&r.curve, 0.1 * n)? - end;
+        let late = loss_at(&r.curve, 0.9 * n)? - end;
+        (early > 0.0).then(|| late / early)
+    }));
+    let data = source.and_then(|s| s.data.as_ref());
+    // Older summaries scored a bundled source only on its own held-out set.
+    let source_loss = source.and_then(|s| s.eval_loss.or(s.final_loss));
+    let unigram_entropy = data.map(|d| d.unigram_entropy);
+    let epochs_per_run = data.map(|d| d.epochs_per_run);
+    let mut reasons = Vec::new();
+    match margin {
+        None => reasons.push("scratch or the grown runs have not finished".to_owned()),
+        Some(m) if m <= 0.0 => reasons.push(format!(
+            "scratch ends at {:.3}, above the lowest grown start {:.3}: the grown models start \
+             past scratch's final loss, every saving would read 100% before the first step",
+            scratch_final.unwrap_or(f64::NAN),
+            lowest_grown_start.unwrap_or(f64::NAN)
+        )),
+        Some(m) if m < MIN_MARGIN => reasons.push(format!(
+            "scratch ends at {:.3}, only {m:.3} nats below the lowest grown start {:.3} (needs {MIN_MARGIN})",
+            scratch_final.unwrap_or(f64::NAN),
+            lowest_grown_start.unwrap_or(f64::NAN)
+        )),
+        Some(_) => {}
+    }
+    match late_drop {
+        Some(d) if d > MAX_LATE_DROP => reasons.push(format!(
+            "scratch's curve has not flattened: {:.0}% of its drop comes in the last 10% of the steps (at most {:.0}%)",
+            100.0 * d,
+            100.0 * MAX_LATE_DROP
+        )),
+        Some(_) => {}
+        None if margin.is_some() => {
+            reasons.push("scratch's curve is too short to tell whether it flattened".to_owned())
+        }
+        None => {}
+    }
+    match source_loss.zip(unigram_entropy) {
+        Some((l, h)) if h - l < MIN_SOURCE_GAIN => reasons.push(format!(
+            "the source's held-out loss {l:.3} is only {:.3} nats below the unigram entropy {h:.3} (needs {MIN_SOURCE_GAIN})",
+            h - l
+        )),
+        Some(_) => {}
+        None => reasons.push("the source's loss or the unigram entropy is unknown".to_owned()),
+    }
+    if let Some(e) = epochs_per_run
+        && e > MAX_EPOCHS
+    {
+        reasons.push(format!(
+            "a target run sees its data {e:.1} times (at most {MAX_EPOCHS})"
+        ));
+    }
+    if target.layers < MIN_TARGET_LAYERS {
+        reasons.push(format!(
+            "the target has {} layers (at least {MIN_TARGET_LAYERS})",
+            target.layers
+        ));
+    }
+    Regime {
+        in_regime: reasons.is_empty(),
+        reasons,
+        scratch_final,
+        lowest_grown_start,
+        margin,
+        late_drop,
+        source_loss,
+        unigram_entropy,
+        epochs_per_run,
+    }
 }
 
 /// One setting's results.
@@ -165,6 +316,12 @@ pub struct SettingSummary {
     pub target: Shape,
     /// One entry per method, in table order.
     pub methods: Vec<MethodSummary>,
+    /// Whether the setting is in the paper's regime (absent in older summaries).
+    #[serde(default)]
+    pub regime: Option<Regime>,
+    /// Loss levels from the source's start down to scratch's final loss, for the iso-loss curves.
+    #[serde(default)]
+    pub iso_levels: Vec<f64>,
 }
 
 /// `summary.json`.
@@ -204,7 +361,7 @@ pub fn paper_saving(setting: &str, method: Method) -> Option<f64> {
 /// A run's evaluations, with its last step, total FLOPs and wall seconds.
 type Curve = (Vec<Point>, usize, f64, f64);
 
-fn curve_of(dir: &Path, copy: &Path) -> anyhow::Result<Option<Curve>> {
+fn curve_of(dir: &Path, copy: &Path) -> Result<Option<Curve>, ExperimentError> {
     let mut path = dir.join(METRICS_FILE);
     if !path.is_file() {
         // StackBERT before stacking: only its shallow phase has metrics.
@@ -242,7 +399,7 @@ pub fn summarize(
     out: &Path,
     sources: &[Option<SourceInfo>],
     machine: Machine,
-) -> anyhow::Result<Summary> {
+) -> Result<Summary, ExperimentError> {
     let runs = out.join("runs");
     let mut complete = true;
     let mut settings = Vec::new();
@@ -328,7 +485,23 @@ pub fn summarize(
                 saving,
                 saving_with_source,
                 runs: list,
+                iso_flops: Vec::new(),
             });
+        }
+        let regime = regime(plan, setting.target, source.as_ref(), &methods);
+        let iso_levels = iso_levels(&regime, source.as_ref());
+        for m in &mut methods {
+            m.iso_flops = iso_levels
+                .iter()
+                .map(|&l| {
+                    Aggregate::of(
+                        &m.runs
+                            .iter()
+                            .map(|r| crossing(&r.curve, l))
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
         }
         settings.push(SettingSummary {
             name: setting.name.clone(),
@@ -337,6 +510,8 @@ pub fn summarize(
             source,
             target: setting.target,
             methods,
+            regime: Some(regime),
+            iso_levels,
         });
     }
     Ok(Summary {
@@ -347,6 +522,25 @@ pub fn summarize(
         plan: plan.clone(),
         settings,
     })
+}
+
+/// Iso-loss levels: 20 steps from the higher of the source's loss and the lowest grown start
+/// down to scratch's final loss (none until both are known).
+fn iso_levels(regime: &Regime, source: Option<&SourceInfo>) -> Vec<f64> {
+    let top = regime
+        .lowest_grown_start
+        .into_iter()
+        .chain(source.and_then(|s| s.eval_loss))
+        .reduce(f64::max);
+    let (Some(top), Some(bottom)) = (top, regime.scratch_final) else {
+        return Vec::new();
+    };
+    if top <= bottom {
+        return Vec::new();
+    }
+    (0..=20)
+        .map(|k| top - (top - bottom) * k as f64 / 20.0)
+        .collect()
 }
 
 fn command(plan: &Plan) -> String {
@@ -398,6 +592,10 @@ fn agg(a: &Aggregate, runs: &[RunSummary]) -> String {
     }
 }
 
+fn out_of_regime(s: &SettingSummary) -> bool {
+    s.regime.as_ref().is_some_and(|r| !r.in_regime)
+}
+
 fn mean(xs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let v: Vec<f64> = xs.flatten().collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -417,18 +615,31 @@ pub fn setting_table(s: &SettingSummary) -> String {
             .map_or(String::new(), |l| format!(", held-out loss {l:.3}")),
         s.target
     );
+    let out_of_regime = out_of_regime(s);
+    if let Some(r) = &s.regime {
+        t += &regime_line(r);
+        t += "\n\n";
+    }
     t += "| method | paper | saving (mean, range over seeds) | saving incl. source | start loss | final loss | FLOPs to target | total FLOPs | wall |\n";
     t += "|---|---|---|---|---|---|---|---|---|\n";
     for m in &s.methods {
         let runs = &m.runs;
+        let (saving, with_source) = if out_of_regime {
+            ("out of regime".to_owned(), "out of regime".to_owned())
+        } else {
+            (
+                agg(&m.saving, runs),
+                m.saving_with_source
+                    .as_ref()
+                    .map_or("-".into(), |a| agg(a, runs)),
+            )
+        };
         t += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             m.label,
             pct(m.paper_saving),
-            agg(&m.saving, runs),
-            m.saving_with_source
-                .as_ref()
-                .map_or("-".into(), |a| agg(a, runs)),
+            saving,
+            with_source,
             loss(mean(runs.iter().map(|r| r.start_loss))),
             loss(mean(runs.iter().map(|r| r.final_loss))),
             sci(mean(runs.iter().map(|r| r.flops_to_target))),
@@ -439,12 +650,75 @@ pub fn setting_table(s: &SettingSummary) -> String {
     t
 }
 
+/// The regime verdict of a setting in one sentence, with its numbers.
+pub fn regime_line(r: &Regime) -> String {
+    let f = |x: Option<f64>| x.map_or("?".into(), |v| format!("{v:.3}"));
+    let numbers = format!(
+        "scratch's mean final loss {}, lowest mean grown start {} (margin {}; needs {MIN_MARGIN}); \
+         scratch's last-10% drop {} of its drop after the first 10% (at most {:.0}%); source loss {} \
+         against a unigram entropy of {}; {} epochs per target run (at most {MAX_EPOCHS})",
+        f(r.scratch_final),
+        f(r.lowest_grown_start),
+        f(r.margin),
+        r.late_drop
+            .map_or("?".into(), |d| format!("{:.1}%", 100.0 * d)),
+        100.0 * MAX_LATE_DROP,
+        f(r.source_loss),
+        f(r.unigram_entropy),
+        r.epochs_per_run.map_or("?".into(), |e| format!("{e:.2}")),
+    );
+    if r.in_regime {
+        format!("In the paper's regime: {numbers}.")
+    } else {
+        format!(
+            "**Out of the paper's regime, so no saving is printed**: {}. ({numbers}.)",
+            r.reasons.join("; ")
+        )
+    }
+}
+
+/// The methods ordered by mean saving, `>` between neighbours whose seed ranges do not overlap
+/// and `~` where they do: an ordering is claimed only where the ranges separate. Methods with
+/// fewer than two seeds, or with a seed that never reached the target, are left out.
+pub fn ordering(s: &SettingSummary) -> Option<String> {
+    if s.regime.as_ref().is_none_or(|r| !r.in_regime) {
+        return None;
+    }
+    let mut m: Vec<&MethodSummary> = s
+        .methods
+        .iter()
+        // A range needs seeds: one seed's saving is a point, not a range that can separate.
+        .filter(|m| m.saving.mean.is_some() && m.saving.n == m.saving.of && m.saving.of >= 2)
+        .collect();
+    if m.len() < 2 {
+        return None;
+    }
+    m.sort_by(|a, b| b.saving.mean.partial_cmp(&a.saving.mean).expect("finite"));
+    let mut t = format!("{} ({})", m[0].label, pct(m[0].saving.mean));
+    for w in m.windows(2) {
+        let separated = w[0]
+            .saving
+            .min
+            .zip(w[1].saving.max)
+            .is_some_and(|(lo, hi)| lo > hi);
+        t += if separated { " > " } else { " ~ " };
+        t += &format!("{} ({})", w[1].label, pct(w[1].saving.mean));
+    }
+    Some(t)
+}
+
 /// The Markdown tables of every setting, and the per-seed savings.
 pub fn tables(s: &Summary) -> String {
     let mut t = String::new();
     for set in &s.settings {
         t += &setting_table(set);
         t += "\n";
+        if let Some(o) = ordering(set) {
+            t += &format!(
+                "Ordering by mean saving (`>`: the seed ranges separate; `~`: they overlap, no \
+                 order claimed): {o}.\n\n"
+            );
+        }
     }
     t += "Per seed (saving / saving incl. source; target loss = scratch's final loss of the same seed):\n\n";
     t += "| setting | method | seed | target loss | final loss | saving | incl. source |\n";
@@ -459,12 +733,18 @@ pub fn tables(s: &Summary) -> String {
                     r.seed,
                     loss(r.target_loss),
                     loss(r.final_loss),
-                    if r.flops_to_target.is_none() && r.target_loss.is_some() && r.complete {
+                    if out_of_regime(set) {
+                        "out of regime".into()
+                    } else if r.flops_to_target.is_none() && r.target_loss.is_some() && r.complete {
                         "not reached".into()
                     } else {
                         pct(r.saving)
                     },
-                    pct(r.saving_with_source),
+                    if out_of_regime(set) {
+                        "out of regime".into()
+                    } else {
+                        pct(r.saving_with_source)
+                    },
                 );
             }
         }
@@ -485,11 +765,18 @@ impl Summary {
     }
 
     /// Writes `summary.json`, `table.md` and a copy of every run's metrics under `metrics/`.
-    pub fn write(&self, out: &Path) -> anyhow::Result<()> {
-        std::fs::write(
-            out.join(SUMMARY_FILE),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
+    pub fn write(&self, out: &Path) -> Result<(), ExperimentError> {
+        let write = |path: PathBuf, text: String| {
+            std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+        };
+        let copy = |from: &Path, to: PathBuf| {
+            std::fs::copy(from, &to).map(drop).map_err(io(format!(
+                "copying {} to {}",
+                from.display(),
+                to.display()
+            )))
+        };
+        write(out.join(SUMMARY_FILE), pretty(self))?;
         let mut table = format!(
             "# `{}`{}\n\nSaving = 1 - FLOPs to reach scratch's final held-out {} / scratch's FLOPs \
              (docs/experiment.md). Generated from summary.json.\n\n",
@@ -498,9 +785,9 @@ impl Summary {
             self.loss_name()
         );
         table += &tables(self);
-        std::fs::write(out.join(TABLE_FILE), table)?;
+        write(out.join(TABLE_FILE), table)?;
         let metrics = out.join("metrics");
-        std::fs::create_dir_all(&metrics)?;
+        std::fs::create_dir_all(&metrics).map_err(io(format!("creating {}", metrics.display())))?;
         for set in &self.settings {
             for m in &set.methods {
                 for r in &m.runs {
@@ -514,7 +801,7 @@ impl Summary {
                             .join(METRICS_FILE)
                     };
                     if src.is_file() {
-                        std::fs::copy(&src, metrics.join(format!("{}.jsonl", r.run)))?;
+                        copy(&src, metrics.join(format!("{}.jsonl", r.run)))?;
                     }
                 }
             }
@@ -525,7 +812,7 @@ impl Summary {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let p = e.path().join(METRICS_FILE);
                 if name.starts_with("source-") && p.is_file() {
-                    std::fs::copy(&p, metrics.join(format!("{name}.jsonl")))?;
+                    copy(&p, metrics.join(format!("{name}.jsonl")))?;
                 }
             }
         }
@@ -594,7 +881,7 @@ pub fn render_doc_block(summary: Option<&Summary>, preset: &str, rel: &str) -> S
         "Every target run: {} steps of {} x {} tokens ({} tokens), AdamW (weight decay 0.01, clip 1.0), \
          peak learning rate {}, {}% warmup then linear decay; held-out loss on {} fixed validation \
          sequences every {} steps. bert2BERT: stage 1 for {} steps with l_b = {}. StackBERT: {} steps \
-         at half depth, then stacked. Seeds: {}.\n\n",
+         at half depth, then stacked. Seeds: {}.{}\n\n",
         p.steps,
         p.batch_size,
         p.seq_len,
@@ -610,7 +897,29 @@ pub fn render_doc_block(summary: Option<&Summary>, preset: &str, rel: &str) -> S
             .iter()
             .map(|s| format!("{} {:?}", s.name, s.seeds))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        p.grown.map_or(String::new(), |g| {
+            let alt: Vec<&str> = p
+                .settings
+                .iter()
+                .filter(|s| s.grown_like_scratch)
+                .map(|s| s.name.as_str())
+                .collect();
+            format!(
+                " Methods that start from the source train on their own schedule: peak learning \
+                 rate {}, {}% warmup, the same decay{}.",
+                g.lr,
+                100.0 * g.warmup_frac,
+                if alt.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (setting {}: on scratch's schedule instead)",
+                        alt.join(", ")
+                    )
+                }
+            )
+        })
     );
     t += &tables(s);
     t += "\n";
@@ -623,6 +932,12 @@ pub fn render_doc_block(summary: Option<&Summary>, preset: &str, rel: &str) -> S
             "![held-out loss against wall-clock time, {}]({rel}/loss_vs_time_{}.png)\n\n",
             set.title, set.name
         );
+        if set.iso_levels.len() > 1 {
+            t += &format!(
+                "![FLOPs to reach each held-out loss, {}]({rel}/iso_loss_{}.png)\n\n",
+                set.title, set.name
+            );
+        }
     }
     t += END;
     t += "\n";
@@ -630,8 +945,8 @@ pub fn render_doc_block(summary: Option<&Summary>, preset: &str, rel: &str) -> S
 }
 
 /// Lexically normalised absolute form of `p` (`..` resolved without touching the disk).
-fn normalise(p: &Path) -> anyhow::Result<PathBuf> {
-    let abs = std::path::absolute(p)?;
+fn normalise(p: &Path) -> Result<PathBuf, ExperimentError> {
+    let abs = std::path::absolute(p).map_err(io(format!("resolving {}", p.display())))?;
     let mut out = PathBuf::new();
     for c in abs.components() {
         match c {
@@ -646,7 +961,7 @@ fn normalise(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `to` relative to the folder `from`, with `/` separators.
-pub fn relative(from: &Path, to: &Path) -> anyhow::Result<String> {
+pub fn relative(from: &Path, to: &Path) -> Result<String, ExperimentError> {
     let (f, t) = (normalise(from)?, normalise(to)?);
     let fc: Vec<_> = f.components().collect();
     let tc: Vec<_> = t.components().collect();
@@ -664,18 +979,18 @@ pub fn relative(from: &Path, to: &Path) -> anyhow::Result<String> {
     })
 }
 
-fn load_summary(out: &Path) -> anyhow::Result<Option<Summary>> {
+fn load_summary(out: &Path) -> Result<Option<Summary>, ExperimentError> {
     let path = out.join(SUMMARY_FILE);
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path)?;
+    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
     Ok(Some(
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        serde_json::from_str(&text).map_err(json(format!("parsing {}", path.display())))?,
     ))
 }
 
-fn expected_block(out: &Path, doc: &Path) -> anyhow::Result<(String, String)> {
+fn expected_block(out: &Path, doc: &Path) -> Result<(String, String), ExperimentError> {
     let summary = load_summary(out)?;
     let doc_dir = normalise(doc)?
         .parent()
@@ -705,7 +1020,7 @@ fn split_doc<'a>(text: &'a str, begin: &str) -> Option<(&'a str, &'a str, &'a st
 }
 
 /// Writes the generated part of `doc` (between the markers; a new document if it has none).
-pub fn write_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
+pub fn write_doc(out: &Path, doc: &Path) -> Result<(), ExperimentError> {
     let (block, begin) = expected_block(out, doc)?;
     let text = std::fs::read_to_string(doc).unwrap_or_default();
     let new = match split_doc(&text, &begin) {
@@ -718,21 +1033,20 @@ pub fn write_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
         ),
     };
     let tmp = doc.with_extension("md.tmp");
-    std::fs::write(&tmp, new)?;
-    std::fs::rename(&tmp, doc)?;
+    std::fs::write(&tmp, new).map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, doc).map_err(io(format!("writing {}", doc.display())))?;
     Ok(())
 }
 
 /// Fails unless the generated part of `doc` is what `<out>/summary.json` generates.
-pub fn check_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
+pub fn check_doc(out: &Path, doc: &Path) -> Result<(), ExperimentError> {
     let (block, begin) = expected_block(out, doc)?;
-    let text =
-        std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    let text = std::fs::read_to_string(doc).map_err(io(format!("reading {}", doc.display())))?;
     let Some((_, found, _)) = split_doc(&text, &begin) else {
-        bail!(
+        return Err(ExperimentError::Doc(format!(
             "{} has no generated part (markers `{begin}` ... `{END}`)",
             doc.display()
-        );
+        )));
     };
     if found != block {
         let line = found
@@ -740,14 +1054,14 @@ pub fn check_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
             .zip(block.lines())
             .position(|(a, b)| a != b)
             .unwrap_or(found.lines().count().min(block.lines().count()));
-        bail!(
+        return Err(ExperimentError::Doc(format!(
             "{}: the generated part does not match {} (first difference at its line {}); \
              regenerate it with `cargo xtask experiment --preset <preset> --report --doc {}`",
             doc.display(),
             out.join(SUMMARY_FILE).display(),
             line + 1,
             doc.display()
-        );
+        )));
     }
     Ok(())
 }
@@ -801,6 +1115,220 @@ mod tests {
         assert_eq!(r, "../results/mini");
         let r = relative(Path::new("/a/b/xtask/../docs"), Path::new("/a/b/results")).unwrap();
         assert_eq!(r, "../results");
+    }
+
+    /// A run whose evaluations at steps 0, 10, ..., 100 follow `losses`.
+    fn run(method_seed: u64, losses: &[f64]) -> RunSummary {
+        let curve: Vec<Point> = losses
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| Point {
+                step: 10 * i,
+                flops: 10.0 * i as f64,
+                loss: l,
+                wall_s: 0.0,
+            })
+            .collect();
+        RunSummary {
+            seed: method_seed,
+            run: format!("r{method_seed}"),
+            complete: true,
+            steps: 10 * (losses.len() - 1),
+            start_loss: losses.first().copied(),
+            final_loss: losses.last().copied(),
+            target_loss: None,
+            total_flops: 10.0 * (losses.len() - 1) as f64,
+            flops_to_target: None,
+            saving: None,
+            saving_with_source: None,
+            wall_s: 0.0,
+            curve,
+        }
+    }
+
+    fn method(m: Method, runs: Vec<RunSummary>, savings: &[Option<f64>]) -> MethodSummary {
+        MethodSummary {
+            method: m,
+            label: m.label().into(),
+            paper_saving: None,
+            saving: Aggregate::of(savings),
+            saving_with_source: None,
+            runs,
+            iso_flops: Vec::new(),
+        }
+    }
+
+    fn source(loss: f64, entropy: f64, epochs: f64) -> SourceInfo {
+        SourceInfo {
+            shape: Shape::new(2, 64, 32),
+            origin: "test".into(),
+            flops: Some(1),
+            final_loss: Some(loss),
+            eval_loss: Some(loss),
+            data: Some(crate::DataInfo {
+                tokenizer: "t".into(),
+                vocab: 2048,
+                train_tokens: 1000,
+                unigram_entropy: entropy,
+                epochs_per_run: epochs,
+            }),
+        }
+    }
+
+    /// A plan of 100 steps (the test curves' length).
+    fn plan() -> Plan {
+        let mut p = Plan::preset(Preset::RegimeGpt2);
+        p.with_steps(100);
+        p
+    }
+
+    /// Scratch falling from 9 to `end` and flattening; a grown run starting at `start`.
+    fn setting(end: f64, start: f64) -> Vec<MethodSummary> {
+        let scratch: Vec<f64> = (0..=10)
+            .map(|i| end + (9.0 - end) * ((-(i as f64) / 1.5).exp() - (-10.0f64 / 1.5).exp()))
+            .collect();
+        let grown: Vec<f64> = (0..=10).map(|i| start - 0.05 * i as f64).collect();
+        vec![
+            method(Method::Scratch, vec![run(0, &scratch)], &[Some(0.0)]),
+            method(Method::Fpi, vec![run(0, &grown)], &[Some(0.3)]),
+        ]
+    }
+
+    #[test]
+    fn regime_holds_only_when_scratch_ends_well_below_the_grown_start() {
+        let p = plan();
+        let target = Shape::new(4, 96, 32);
+        let src = source(5.0, 6.1, 0.7);
+        let ok = regime(&p, target, Some(&src), &setting(4.7, 5.0));
+        assert!(ok.in_regime, "{:?}", ok.reasons);
+        assert!((ok.margin.unwrap() - 0.3).abs() < 1e-9);
+        // Scratch ends only 0.05 below the grown start: out of regime, with the reason.
+        let close = regime(&p, target, Some(&src), &setting(4.95, 5.0));
+        assert!(!close.in_regime);
+        assert!(
+            close.reasons[0].contains("only 0.05"),
+            "{:?}",
+            close.reasons
+        );
+        // A source that knows little more than word frequencies.
+        let weak = regime(&p, target, Some(&source(5.9, 6.1, 0.7)), &setting(4.7, 5.0));
+        assert!(!weak.in_regime);
+        assert!(
+            weak.reasons.iter().any(|r| r.contains("unigram")),
+            "{:?}",
+            weak.reasons
+        );
+        // Too many passes over the data, and too shallow a target.
+        let many = regime(
+            &p,
+            Shape::new(2, 96, 32),
+            Some(&source(5.0, 6.1, 9.0)),
+            &setting(4.7, 5.0),
+        );
+        assert_eq!(many.reasons.len(), 2, "{:?}", many.reasons);
+        // A scratch curve still falling steeply at the end.
+        let mut steep = setting(4.7, 5.0);
+        let falling: Vec<f64> = (0..=10).map(|i| 9.0 - 0.43 * i as f64).collect();
+        steep[0].runs = vec![run(0, &falling)];
+        let r = regime(&p, target, Some(&src), &steep);
+        assert!(
+            r.reasons.iter().any(|x| x.contains("flattened")),
+            "{:?}",
+            r.reasons
+        );
+        // No source information: the check cannot pass.
+        assert!(!regime(&p, target, None, &setting(4.7, 5.0)).in_regime);
+    }
+
+    #[test]
+    fn an_out_of_regime_setting_prints_no_saving() {
+        let p = plan();
+        let methods = setting(4.95, 5.0);
+        let src = source(5.0, 6.1, 0.7);
+        let r = regime(&p, Shape::new(4, 96, 32), Some(&src), &methods);
+        let s = SettingSummary {
+            name: "gpt2".into(),
+            arch: Arch::Gpt2,
+            title: "t".into(),
+            source: Some(src),
+            target: Shape::new(4, 96, 32),
+            methods,
+            regime: Some(r),
+            iso_levels: Vec::new(),
+        };
+        let t = setting_table(&s);
+        assert!(t.contains("**Out of the paper's regime, so no saving is printed**"));
+        assert!(!t.contains("30.0%"), "{t}");
+        assert!(ordering(&s).is_none());
+    }
+
+    #[test]
+    fn ordering_is_claimed_only_where_seed_ranges_separate() {
+        let regime = Regime {
+            in_regime: true,
+            reasons: Vec::new(),
+            scratch_final: None,
+            lowest_grown_start: None,
+            margin: None,
+            late_drop: None,
+            source_loss: None,
+            unigram_entropy: None,
+            epochs_per_run: None,
+        };
+        let s = SettingSummary {
+            name: "gpt2".into(),
+            arch: Arch::Gpt2,
+            title: "t".into(),
+            source: None,
+            target: Shape::new(4, 96, 32),
+            methods: vec![
+                method(Method::Scratch, vec![], &[Some(0.0), Some(0.0)]),
+                method(Method::Fpi, vec![], &[Some(0.2), Some(0.3)]),
+                method(Method::Aki, vec![], &[Some(0.25), Some(0.35)]),
+                method(Method::Bert2Bert, vec![], &[Some(0.5), Some(0.6)]),
+                // A seed that did not reach the target: left out of the ordering.
+                method(Method::Exact, vec![], &[Some(0.9), None]),
+            ],
+            regime: Some(regime),
+            iso_levels: Vec::new(),
+        };
+        assert_eq!(
+            ordering(&s).unwrap(),
+            "bert2BERT (AKI + two-stage) (55.0%) > AKI (30.0%) ~ FPI (25.0%) > Scratch (0.0%)"
+        );
+        // One seed each: points, no ranges, no ordering.
+        let single = SettingSummary {
+            methods: vec![
+                method(Method::Scratch, vec![], &[Some(0.0)]),
+                method(Method::Bert2Bert, vec![], &[Some(0.45)]),
+            ],
+            ..s
+        };
+        assert!(ordering(&single).is_none());
+    }
+
+    #[test]
+    fn iso_levels_run_from_the_source_down_to_scratch() {
+        let regime = Regime {
+            in_regime: true,
+            reasons: Vec::new(),
+            scratch_final: Some(4.0),
+            lowest_grown_start: Some(4.8),
+            margin: Some(0.8),
+            late_drop: None,
+            source_loss: Some(5.0),
+            unigram_entropy: None,
+            epochs_per_run: None,
+        };
+        let l = iso_levels(&regime, Some(&source(5.0, 6.1, 0.7)));
+        assert_eq!(l.len(), 21);
+        assert!((l[0] - 5.0).abs() < 1e-12 && (l[20] - 4.0).abs() < 1e-12);
+        assert!(l.windows(2).all(|w| w[0] > w[1]));
+        let none = Regime {
+            scratch_final: Some(5.5),
+            ..regime
+        };
+        assert!(iso_levels(&none, Some(&source(5.0, 6.1, 0.7))).is_empty());
     }
 
     #[test]
