@@ -238,14 +238,8 @@ fn bad_data_exits_1_names_the_problem_and_writes_nothing() {
     }
     // A missing source folder.
     let tmp = tempfile::tempdir().unwrap();
-    let args = [
-        "grow",
-        "--source",
-        s(&tmp.path().join("nope")),
-        "--out",
-        s(&tmp.path().join("o")),
-    ];
-    let o = xtask(&args);
+    let (nope, o) = (tmp.path().join("nope"), tmp.path().join("o"));
+    let o = xtask(&["grow", "--source", s(&nope), "--out", s(&o)]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nope"));
 }

@@ -3,6 +3,7 @@
 
 #[path = "../../../crates/checkpoint/tests/common/real_checkpoint.rs"]
 mod real_checkpoint;
+#[allow(unused_imports)] // used by cli.rs only
 pub use real_checkpoint::real_checkpoint;
 
 use std::path::{Path, PathBuf};
