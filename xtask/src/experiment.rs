@@ -85,6 +85,8 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = bert2bert_experiment::run(&args.options()).map_err(|e| match e {
         ExperimentError::Usage(m) => anyhow::Error::from(crate::Usage::new(m)),
+        // Like grow's and pretrain's overlap refusals: a misuse of --out (exit 2).
+        e @ ExperimentError::OutputOverlapsInput(_) => crate::Usage::new(e.to_string()).into(),
         e => e.into(),
     })?;
     match outcome {

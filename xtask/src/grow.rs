@@ -157,6 +157,12 @@ fn target_from_config(path: &Path, family: Family) -> Result<Target> {
 /// Runs `cargo xtask grow`.
 pub fn run(args: Args) -> Result<()> {
     let source_dir = args.source.clone().unwrap_or_else(bundled_model);
+    // Whatever --overwrite says: growing into (or around) the source would replace it.
+    crate::refuse_overlap(
+        "--out",
+        &args.out,
+        &[(&source_dir, "source folder (--source)")],
+    )?;
     // Growth's scratch buffers and verification's forward passes allocate and free per tensor:
     // keep freed memory in the heap so later ones reuse touched pages (fresh pages are costly here).
     crate::pretrain::keep_freed_memory();
@@ -171,6 +177,7 @@ pub fn run(args: Args) -> Result<()> {
         depth: args.depth,
         seed: args.seed,
     };
+    ensure_growth_fits(&source.model, &target, &args)?;
     let plan = GrowPlan::new(&source.model, &target, &opts).map_err(Usage::from_expand)?;
     let report = plan.report();
     let dtype = args.dtype.unwrap_or(source.dtype);
@@ -211,6 +218,35 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses a growth whose peak memory exceeds what is available, before planning it (the plan
+/// allocates per target layer). What `run` holds at its peak: the typed source, plus either the
+/// two stream buffers of the largest grown tensor (the output is streamed, never held whole) or,
+/// when verifying, the whole grown model read back; the index maps are a few bytes per unit
+/// and not counted.
+fn ensure_growth_fits(source: &Model, target: &Target, args: &Args) -> Result<()> {
+    use bert2bert_checkpoint::memory::{self, human};
+    let src = memory::sizes(source).f32_bytes();
+    let grown = memory::sizes_with_shape(source, target.layers, target.hidden, target.intermediate);
+    let streaming = src.saturating_add(grown.largest_f32_bytes().saturating_mul(2));
+    let (needed, what) = if args.no_verify {
+        (
+            streaming,
+            format!(
+                "growing to {target} (the source in memory, the output streamed through two buffers of its largest tensor)"
+            ),
+        )
+    } else {
+        (
+            streaming.max(src.saturating_add(grown.f32_bytes())),
+            format!(
+                "growing to {target} and verifying it (the source and the whole grown model in memory; with --no-verify about {})",
+                human(streaming)
+            ),
+        )
+    };
+    Ok(memory::ensure_fits(&args.out, &what, needed)?)
 }
 
 /// Writes the grown model of `plan` into `out` atomically: the safetensors header is computed

@@ -10,7 +10,7 @@ mod pretrain;
 mod verify;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// A misuse of the command line found after parsing (exit code 2, like clap's own errors).
@@ -38,6 +38,19 @@ impl Usage {
             other => other.into(),
         }
     }
+}
+
+/// Refuses (exit 2, before anything is read or written) an output folder given by `flag` that
+/// is, lies inside, or contains one of `inputs` (`(path, what it is)`).
+pub fn refuse_overlap(flag: &str, out: &Path, inputs: &[(&Path, &str)]) -> anyhow::Result<()> {
+    use bert2bert_checkpoint::CheckpointError;
+    for (input, role) in inputs {
+        bert2bert_checkpoint::paths::check_disjoint(out, input, role).map_err(|e| match e {
+            CheckpointError::OutputOverlapsInput { .. } => Usage::new(format!("{flag} {e}")).into(),
+            other => anyhow::Error::from(other),
+        })?;
+    }
+    Ok(())
 }
 
 /// The workspace root, for the bundled assets.

@@ -190,6 +190,17 @@ fn is_tokenizer_file(p: &Path) -> bool {
     )
 }
 
+/// Refuses an `--out` that is, lies inside, or contains `--init` or the assets folder: starting
+/// a run there (with `--overwrite`, which empties it first) would destroy them.
+fn refuse_overlapping_out(args: &Args) -> anyhow::Result<()> {
+    let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
+    let mut inputs = vec![(assets.as_path(), "assets folder (--assets)")];
+    if let Some(init) = &args.init {
+        inputs.push((init.as_path(), "checkpoint to start from (--init)"));
+    }
+    crate::refuse_overlap("--out", &args.out, &inputs)
+}
+
 /// Runs `cargo xtask pretrain`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     keep_freed_memory();
@@ -207,8 +218,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stored.device = args.device;
         stored.stop_at = args.stop_at;
         stored.quiet = args.quiet;
+        refuse_overlapping_out(&stored)?;
         (stored, true)
     } else {
+        // Before the old run folder is removed: it must not hold (or be held by) an input.
+        refuse_overlapping_out(&args)?;
         if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
             if !args.overwrite {
                 bail!(

@@ -3,18 +3,14 @@
 //! options refused for BERT (exit 2, nothing left on disk).
 
 mod common;
-use common::{grow_json, json_file, s, stderr, testdata, xtask};
+use common::{grow_json, json_file, s, stderr, testdata, verify_exact, xtask};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// A writable copy of the GPT-2 fixture (with its generation config, which must travel).
 fn copy_gpt2(dir: &Path) -> PathBuf {
-    let src = dir.join("src");
-    std::fs::create_dir(&src).unwrap();
-    for f in ["config.json", "model.safetensors", "generation_config.json"] {
-        std::fs::copy(testdata("hf-gpt2-tiny").join(f), src.join(f)).unwrap();
-    }
-    src
+    let files = ["config.json", "model.safetensors", "generation_config.json"];
+    common::copy_fixture("hf-gpt2-tiny", &files, dir)
 }
 
 /// The tensor names in a safetensors file's header.
@@ -52,86 +48,76 @@ fn hf_names(layers: usize) -> BTreeSet<String> {
     out
 }
 
+/// The exact GPT-2 growths: `--map exact` at a non-integer width ratio, and identity depth.
+/// Each preserves the function (the report, and `verify --expect-exact` on its own), writes the
+/// names transformers writes, and carries the other config fields and files.
 #[test]
-fn gpt2_exact_map_at_a_non_integer_ratio_preserves_the_function() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = copy_gpt2(tmp.path());
-    let out = tmp.path().join("grown");
-    // Default target: 1.5x width (64 -> 96, head size 32 kept: 3 heads).
-    let report = grow_json(&[
-        "--source",
-        s(&src),
-        "--out",
-        s(&out),
-        "--method",
-        "fpi",
-        "--map",
-        "exact",
-    ]);
-    assert_eq!(report["grow"]["family"], "gpt2");
-    assert_eq!(report["grow"]["expected_exact"], true, "{report:#}");
-    assert_eq!(report["verify"]["exact"], true, "{report:#}");
-    assert!(report["verify"]["lm_logits"]["max_rel"].as_f64().unwrap() < 1e-5);
-    let cfg = json_file(&out.join("config.json"));
-    assert_eq!(cfg["n_embd"], 96);
-    assert_eq!(cfg["n_head"], 3);
-    assert_eq!(cfg["n_layer"], 2);
-    assert_eq!(cfg["n_inner"], serde_json::Value::Null, "4 x n_embd");
-    let eps = cfg["layer_norm_epsilon"].as_f64().unwrap();
-    assert!((eps - 1e-5 * 64.0 / 96.0).abs() < 1e-15, "{eps}");
-    assert_eq!(
-        cfg["activation_function"], "gelu_new",
-        "other fields carried"
-    );
-    assert_eq!(cfg["architectures"][0], "GPT2LMHeadModel");
-    assert!(out.join("generation_config.json").is_file());
-    assert_eq!(tensor_names(&out.join("model.safetensors")), hf_names(2));
-    let o = xtask(&[
-        "verify",
-        "--source",
-        s(&src),
-        "--grown",
-        s(&out),
-        "--expect-exact",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("lm logits"));
-}
-
-#[test]
-fn gpt2_identity_depth_is_exact() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = copy_gpt2(tmp.path());
-    let out = tmp.path().join("grown");
-    let report = grow_json(&[
-        "--source",
-        s(&src),
-        "--out",
-        s(&out),
-        "--method",
-        "fpi",
-        "--map",
-        "exact",
-        "--hidden",
-        "96",
-        "--layers",
-        "5",
-        "--depth",
-        "identity",
-    ]);
-    assert_eq!(report["grow"]["expected_exact"], true, "{report:#}");
-    assert_eq!(report["verify"]["exact"], true, "{report:#}");
-    assert_eq!(json_file(&out.join("config.json"))["n_layer"], 5);
-    assert_eq!(tensor_names(&out.join("model.safetensors")), hf_names(5));
-    let o = xtask(&[
-        "verify",
-        "--source",
-        s(&src),
-        "--grown",
-        s(&out),
-        "--expect-exact",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+fn gpt2_exact_growths_preserve_the_function() {
+    type Check = fn(&serde_json::Value);
+    let cases: [(&str, &[&str], usize, Check); 2] = [
+        (
+            // Default target: 1.5x width (64 -> 96, head size 32 kept: 3 heads).
+            "exact map at 1.5x",
+            &[],
+            2,
+            |cfg| {
+                assert_eq!(cfg["n_embd"], 96);
+                assert_eq!(cfg["n_head"], 3);
+                assert_eq!(cfg["n_inner"], serde_json::Value::Null, "4 x n_embd");
+                let eps = cfg["layer_norm_epsilon"].as_f64().unwrap();
+                assert!((eps - 1e-5 * 64.0 / 96.0).abs() < 1e-15, "{eps}");
+                assert_eq!(
+                    cfg["activation_function"], "gelu_new",
+                    "other fields carried"
+                );
+                assert_eq!(cfg["architectures"][0], "GPT2LMHeadModel");
+            },
+        ),
+        (
+            "identity depth",
+            &["--hidden", "96", "--layers", "5", "--depth", "identity"],
+            5,
+            |_| {},
+        ),
+    ];
+    for (name, more, layers, check) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = copy_gpt2(tmp.path());
+        let out = tmp.path().join("grown");
+        let args = [
+            "--source",
+            s(&src),
+            "--out",
+            s(&out),
+            "--method",
+            "fpi",
+            "--map",
+            "exact",
+        ];
+        let report = grow_json(&[&args[..], more].concat());
+        assert_eq!(report["grow"]["family"], "gpt2", "{name}");
+        assert_eq!(report["grow"]["expected_exact"], true, "{name}: {report:#}");
+        assert_eq!(report["verify"]["exact"], true, "{name}: {report:#}");
+        assert!(
+            report["verify"]["lm_logits"]["max_rel"].as_f64().unwrap() < 1e-5,
+            "{name}"
+        );
+        let cfg = json_file(&out.join("config.json"));
+        assert_eq!(cfg["n_layer"], layers, "{name}");
+        check(&cfg);
+        assert!(out.join("generation_config.json").is_file(), "{name}");
+        assert_eq!(
+            tensor_names(&out.join("model.safetensors")),
+            hf_names(layers),
+            "{name}"
+        );
+        let o = verify_exact(&src, &out);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("lm logits"),
+            "{name}"
+        );
+    }
 }
 
 /// `--target-config` reads GPT-2's field names; paper FPI at an integer ratio is exact; and a
@@ -178,14 +164,7 @@ fn gpt2_target_config_and_expect_exact() {
         "96",
     ]);
     assert_eq!(report["grow"]["expected_exact"], false);
-    let o = xtask(&[
-        "verify",
-        "--source",
-        s(&src),
-        "--grown",
-        s(&balanced),
-        "--expect-exact",
-    ]);
+    let o = verify_exact(&src, &balanced);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("not function-preserving"),
@@ -216,11 +195,11 @@ fn gpt2_target_config_and_expect_exact() {
 #[test]
 fn bert_refuses_pre_ln_only_options_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(testdata("hf-bert-tiny").join(f), src.join(f)).unwrap();
-    }
+    let src = common::copy_fixture(
+        "hf-bert-tiny",
+        &["config.json", "model.safetensors"],
+        tmp.path(),
+    );
     for (flag, value) in [("--map", "exact"), ("--depth", "identity")] {
         let out = tmp.path().join("grown");
         let o = xtask(&[

@@ -1,7 +1,9 @@
-//! Writes the seed corpus for the safetensors fuzzer (fuzz/): small valid files written by this
-//! crate (BERT in every weight dtype, GPT-2), plus the Hugging Face fixtures.
+//! Writes the seed corpora for the fuzzers (fuzz/): for `read_safetensors`, small valid files
+//! written by this crate (BERT in every weight dtype, GPT-2), plus the Hugging Face fixtures; for
+//! `read_model_dir`, whole folders (config.json with one file or a sharded set) in its format.
 //!
-//! `cargo run -p bert2bert-checkpoint --example fuzz_seeds -- fuzz/corpus/read_safetensors`
+//! `cargo run -p bert2bert-checkpoint --example fuzz_seeds -- fuzz/corpus/read_safetensors
+//! fuzz/corpus/read_model_dir`
 
 use bert2bert_checkpoint::random::{Heads, Init};
 use bert2bert_checkpoint::{
@@ -107,8 +109,115 @@ fn main() {
         );
         n += 1;
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     println!("{n} seeds in {}", out.display());
+    let folders = PathBuf::from(
+        std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "fuzz/corpus/read_model_dir".into()),
+    );
+    folder_seeds(&tmp, &folders);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// Between two files of a `read_model_dir` input; keep in step with
+/// `fuzz/fuzz_targets/read_model_dir.rs` (sections: config.json, model.safetensors, the index,
+/// then the shards `model-00001.safetensors`, ...; an empty section is no file).
+const SEPARATOR: &[u8] = b"\n--8<-- next file --8<--\n";
+
+/// One `read_model_dir` input from the files of a folder, in section order.
+fn folder_input(files: &[Vec<u8>]) -> Vec<u8> {
+    files.join(SEPARATOR)
+}
+
+/// The seeds of `read_model_dir`: two-layer models of both families, single-file and sharded,
+/// and a config claiming a billion layers (once an abort, see docs/fuzzing.md). Kept to a few
+/// kilobytes each (the fixtures' 400 kB weights made executions ten times slower).
+fn folder_seeds(tmp: &Path, out: &Path) {
+    std::fs::create_dir_all(out).expect("create the corpus folder");
+    let bert = Model::Bert(Bert::random(
+        &BertConfig::new(12, 4, 2, 2, 8, 6),
+        Heads::ALL,
+        Init::TEST,
+        2,
+    ));
+    let gpt2 = Model::Gpt2(Gpt2::random(
+        &Gpt2Config::new(12, 4, 2, 2, 6),
+        Init::TEST,
+        2,
+    ));
+    let mut n = 0;
+    for (model, tag, dtype) in [
+        (&bert, "bert", Dtype::F32),
+        (&bert, "bert", Dtype::F16),
+        (&gpt2, "gpt2", Dtype::BF16),
+    ] {
+        let dir = tmp.join(format!("folder-{tag}-{dtype}"));
+        ModelDir::new(PathBuf::new(), model.clone(), dtype, vec![])
+            .write(&dir, &WriteOptions::default())
+            .expect("write a seed model");
+        let read = |f: &str| std::fs::read(dir.join(f)).expect("read a seed file");
+        let (config, weights) = (read("config.json"), read("model.safetensors"));
+        let single = folder_input(&[config.clone(), weights.clone()]);
+        std::fs::write(out.join(format!("{tag}-{dtype}")), single).expect("write a seed");
+        let [index, first, second] = sharded(&dir.join("model.safetensors"));
+        let shards = folder_input(&[config.clone(), Vec::new(), index, first, second]);
+        std::fs::write(out.join(format!("{tag}-{dtype}-sharded")), shards).expect("write a seed");
+        n += 2;
+        if tag == "bert" && dtype == Dtype::F32 {
+            let text = String::from_utf8(config).expect("UTF-8 config");
+            let lying = text.replace(
+                "\"num_hidden_layers\": 2",
+                "\"num_hidden_layers\": 1000000000",
+            );
+            assert_ne!(lying, text, "the seed config names num_hidden_layers");
+            let input = folder_input(&[lying.into_bytes(), weights]);
+            std::fs::write(out.join("regression-billion-layers"), input).expect("write a seed");
+            n += 1;
+        }
+    }
+    println!("{n} seeds in {}", out.display());
+}
+
+/// The tensors of safetensors file `path` split over two shards: `[index, shard 1, shard 2]`,
+/// the index naming them `model-00001.safetensors` and `model-00002.safetensors`.
+fn sharded(path: &Path) -> [Vec<u8>; 3] {
+    let (header, data) = split(path);
+    let names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    let mut weight_map = serde_json::Map::new();
+    let mut shards = [Vec::new(), Vec::new()];
+    for (k, shard) in shards.iter_mut().enumerate() {
+        let file = format!("model-{:05}.safetensors", k + 1);
+        let mut h = serde_json::Map::new();
+        let mut d = Vec::new();
+        for name in names.iter().skip(k).step_by(2) {
+            let e = &header[name.as_str()];
+            let o = &e["data_offsets"];
+            let (b, end) = (
+                o[0].as_u64().unwrap() as usize,
+                o[1].as_u64().unwrap() as usize,
+            );
+            let start = d.len();
+            d.extend_from_slice(&data[b..end]);
+            h.insert(
+                (*name).clone(),
+                serde_json::json!({"dtype": e["dtype"], "shape": e["shape"], "data_offsets": [start, d.len()]}),
+            );
+            weight_map.insert((*name).clone(), file.clone().into());
+        }
+        *shard = safetensors_bytes(&h, &d);
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    let [a, b] = shards;
+    [index.to_string().into_bytes(), a, b]
+}
+
+/// A safetensors file from its header object and data section.
+fn safetensors_bytes(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
+    let text = serde_json::to_string(header).expect("serialisable");
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(data);
+    out
 }
 
 fn copy(from: &Path, to: &Path) {
@@ -143,9 +252,5 @@ fn with_extra(from: &Path, to: &Path, extra: &[(&str, &str, Vec<usize>, Vec<u8>)
             serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [b, data.len()]}),
         );
     }
-    let text = serde_json::to_string(&header).expect("serialisable");
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(&data);
-    std::fs::write(to, out).expect("write a seed");
+    std::fs::write(to, safetensors_bytes(&header, &data)).expect("write a seed");
 }

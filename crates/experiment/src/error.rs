@@ -13,6 +13,11 @@ pub enum ExperimentError {
     /// A misuse of the options (the command line exits with code 2).
     #[error("{0}")]
     Usage(String),
+    /// The output folder is, lies inside, or contains an input (the assets folder or a setting's
+    /// source folder): refused before anything is written or removed (the command line exits
+    /// with code 2). Holds the checkpoint's `OutputOverlapsInput`, whose message is shown whole.
+    #[error("--out {0}")]
+    OutputOverlapsInput(Box<CheckpointError>),
     /// The plan, a stored experiment or a model does not fit what the experiment needs.
     #[error("{0}")]
     Invalid(String),

@@ -28,7 +28,8 @@ pub use sources::{DataInfo, SourceInfo};
 
 use bert2bert_train::DeviceKind;
 use bert2bert_train::data::default_assets_dir;
-use error::{io, json, pretty};
+use bert2bert_checkpoint::CheckpointError;
+use error::{checkpoint, io, json, pretty};
 use sources::FamilyData;
 use std::path::{Path, PathBuf};
 
@@ -156,6 +157,32 @@ fn write_text(path: &Path, text: &str) -> Result<(), ExperimentError> {
     std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
 }
 
+/// Refuses an output folder `out` that is, lies inside, or contains the assets folder or a
+/// setting's source folder (relative to `root`): `restart` deletes runs there, and every call
+/// writes the plan and the summary.
+pub fn refuse_overlapping_out(
+    out: &Path,
+    assets: &Path,
+    plan: &Plan,
+    root: &Path,
+) -> Result<(), ExperimentError> {
+    let sources = plan.settings.iter().filter_map(|s| match &s.source {
+        SourceSpec::Folder { path } => Some(root.join(path)),
+        SourceSpec::Pretrain { .. } => None,
+    });
+    let inputs = std::iter::once((assets.to_owned(), "assets folder (--assets)"))
+        .chain(sources.map(|p| (p, "source model folder")));
+    for (input, role) in inputs {
+        bert2bert_checkpoint::paths::check_disjoint(out, &input, role).map_err(|e| match e {
+            e @ CheckpointError::OutputOverlapsInput { .. } => {
+                ExperimentError::OutputOverlapsInput(Box::new(e))
+            }
+            e => checkpoint(format!("checking --out {}", out.display()))(e),
+        })?;
+    }
+    Ok(())
+}
+
 /// Runs the experiment as `options` say: trains what is missing, then writes the summary, the
 /// table, the plots and (with `doc`) the generated part of a document.
 pub fn run(options: &Options) -> Result<Outcome, ExperimentError> {
@@ -180,6 +207,8 @@ pub fn run(options: &Options) -> Result<Outcome, ExperimentError> {
     }
     plan.validate()
         .map_err(|e| ExperimentError::Usage(e.to_string()))?;
+    // Before anything is written there (the plan, the summary) or removed (`restart`).
+    refuse_overlapping_out(&out, &args.assets_dir(), &plan, root)?;
     let plan_path = out.join(PLAN_FILE);
 
     if args.only_run.is_some() {
