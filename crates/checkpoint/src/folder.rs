@@ -77,7 +77,7 @@ pub fn read_model_dir(dir: &Path) -> Result<ModelDir> {
     })
 }
 
-fn list_other_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn list_other_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let dir = root.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .map_err(io_err(&dir))?

@@ -16,6 +16,7 @@ pub mod error;
 pub mod expn;
 pub mod forward;
 mod gpt2;
+pub mod llama;
 pub mod maps;
 pub mod options;
 pub mod report;
@@ -27,6 +28,7 @@ pub use error::ExpandError;
 pub use maps::{IndexMap, MapRole, layer_order};
 pub use options::{AkiScope, Depth, GrowOptions, MapKind, Method, ParseOptionError, Target};
 pub use report::{GrowReport, LayerReport, MapSummary, ModuleReport};
+pub use llama::{LlamaPlan, LlamaTarget};
 pub use verify::{Diff, EXACT_REL_TOL, VerifyOptions, VerifyReport, verify};
 
 use bert2bert_checkpoint::{BertConfig, Gpt2Config, Model};
