@@ -380,7 +380,10 @@ fn run_llama(args: GrowArgs) -> Result<()> {
             gb(out_bytes),
             args.runs
         );
-        for (name, m) in [("cargo xtask grow (FPI)", g), ("cp + fsync of the output", c)] {
+        for (name, m) in [
+            ("cargo xtask grow (FPI)", g),
+            ("cp + fsync of the output", c),
+        ] {
             println!(
                 "{name:<28} {:>8.2} s  user+sys {:.2}+{:.2}  peak RSS {:.2} GiB",
                 m.seconds,

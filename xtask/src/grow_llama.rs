@@ -3,9 +3,9 @@
 //! output written tensor by tensor, sharded like transformers above `--max-shard-size`, and
 //! the verification runs both models layer by layer from disk.
 
+use crate::Usage;
 use crate::grow::{Args, Streamed, specs_of, write_streamed};
 use crate::verify::print_verify;
-use crate::Usage;
 use anyhow::{Context, Result};
 use bert2bert_checkpoint::config::read_raw_config;
 use bert2bert_checkpoint::{LlamaConfig, LlamaKind, LlamaSource};

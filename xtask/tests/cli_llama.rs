@@ -104,14 +104,7 @@ fn qwen2_tied_aki_is_not_exact_and_says_so_and_bf16_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let src = copy_fixture("hf-qwen2-tiny", tmp.path());
     let out = tmp.path().join("grown");
-    let r = grow_json(&[
-        "--source",
-        s(&src),
-        "--out",
-        s(&out),
-        "--dtype",
-        "bf16",
-    ]);
+    let r = grow_json(&["--source", s(&src), "--out", s(&out), "--dtype", "bf16"]);
     assert_eq!(r["grow"]["expected_exact"], false);
     assert_eq!(r["dtype"], "bf16");
     let cfg = json_file(&out.join("config.json"));
@@ -224,6 +217,12 @@ fn the_llama_growth_benchmark_runs_at_a_tiny_size() {
     assert!(v["time_ratio"].as_f64().unwrap() > 0.0);
     // The source was written in two shards, the output too.
     for d in ["source-llama", "grown-llama"] {
-        assert!(tmp.path().join(d).join("model.safetensors.index.json").is_file(), "{d}");
+        assert!(
+            tmp.path()
+                .join(d)
+                .join("model.safetensors.index.json")
+                .is_file(),
+            "{d}"
+        );
     }
 }

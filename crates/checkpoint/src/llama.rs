@@ -866,10 +866,9 @@ pub fn random_tensor(def: &TensorDef, init: Init, seed: u64, i: usize) -> ArrayD
     let mut rng = SplitMix64::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let (mean, std) = match def.role {
         Role::Norm
-        | Role::Layer(
-            _,
-            Part::InputNorm | Part::PostNorm | Part::QNorm | Part::KNorm,
-        ) => (1.0, init.ln_std),
+        | Role::Layer(_, Part::InputNorm | Part::PostNorm | Part::QNorm | Part::KNorm) => {
+            (1.0, init.ln_std)
+        }
         Role::Layer(
             _,
             Part::QBias

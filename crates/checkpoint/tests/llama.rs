@@ -28,7 +28,15 @@ fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Map<String, Value>)) 
 #[test]
 fn the_four_fixtures_load_through_the_table() {
     for (name, kind, tied, bias, qk, hd, kv) in [
-        ("hf-llama-tiny", LlamaKind::Llama, false, false, false, 16, 2),
+        (
+            "hf-llama-tiny",
+            LlamaKind::Llama,
+            false,
+            false,
+            false,
+            16,
+            2,
+        ),
         ("hf-qwen2-tiny", LlamaKind::Qwen2, true, true, false, 16, 2),
         ("hf-qwen3-tiny", LlamaKind::Qwen3, true, false, true, 32, 2),
         ("hf-llama3-tiny", LlamaKind::Llama, true, true, false, 16, 1),
@@ -93,7 +101,10 @@ fn configs_in_the_4x_and_5x_style_give_the_same_rope() {
     raw.insert("rope_scaling".into(), Value::Null);
     raw.insert("rope_theta".into(), serde_json::json!(500000.0));
     let c = LlamaConfig::from_raw(Path::new("c.json"), raw).unwrap();
-    assert_eq!((c.rope_theta, c.rope_scaling), (500000.0, RopeScaling::Default));
+    assert_eq!(
+        (c.rope_theta, c.rope_scaling),
+        (500000.0, RopeScaling::Default)
+    );
     // An unknown rope type is carried (the forward pass refuses it, not the loader).
     let mut raw = c4.raw.clone();
     raw.insert(
@@ -123,7 +134,9 @@ fn writing_round_trips_single_and_sharded_with_the_dtype_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let c = LlamaConfig::new(LlamaKind::Qwen2, 40, 16, 2, 4, 2, 4, 24, false);
     let m = Llama::random(&c, Init::TEST, 3);
-    let one = m.write(&tmp.path().join("one"), Dtype::F32, false, None).unwrap();
+    let one = m
+        .write(&tmp.path().join("one"), Dtype::F32, false, None)
+        .unwrap();
     assert!(one.join("model.safetensors").is_file());
     let same = |r: Llama| r.tensors == m.tensors && r.table == m.table;
     assert!(same(Llama::read(&one).unwrap()));
@@ -141,7 +154,11 @@ fn writing_round_trips_single_and_sharded_with_the_dtype_kept() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(files.len() > 2, "{files:?}");
-    assert!(files.iter().all(|f| f.starts_with("model-000") && f.ends_with(".safetensors")));
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with("model-000") && f.ends_with(".safetensors"))
+    );
     let total: u64 = m.tensors.iter().map(|t| t.len() as u64 * 4).sum();
     assert_eq!(idx["metadata"]["total_size"], total);
     assert!(same(Llama::read(&sh).unwrap()));
@@ -227,7 +244,11 @@ fn bad_input_is_refused_naming_file_tensor_and_reason() {
     for (field, value, needle) in [
         ("hidden_act", Value::from("gelu"), "hidden_act `gelu`"),
         ("num_key_value_heads", Value::from(3), "not a multiple"),
-        ("partial_rotary_factor", Value::from(0.5), "partial_rotary_factor"),
+        (
+            "partial_rotary_factor",
+            Value::from(0.5),
+            "partial_rotary_factor",
+        ),
     ] {
         let d = copy_fixture("hf-llama-tiny", &tmp.path().join(field));
         edit_config(&d, |c| {
@@ -257,7 +278,9 @@ fn bad_input_is_refused_naming_file_tensor_and_reason() {
 
 #[test]
 fn the_whole_model_readers_point_llama_folders_to_the_streaming_path() {
-    let e = read_model_dir(&testdata("hf-llama-tiny")).unwrap_err().to_string();
+    let e = read_model_dir(&testdata("hf-llama-tiny"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("Llama-family") && e.contains("python/"), "{e}");
 }
 

@@ -25,10 +25,10 @@ pub mod spectrum;
 pub mod verify;
 
 pub use error::ExpandError;
+pub use llama::{LlamaPlan, LlamaTarget};
 pub use maps::{IndexMap, MapRole, layer_order};
 pub use options::{AkiScope, Depth, GrowOptions, MapKind, Method, ParseOptionError, Target};
 pub use report::{GrowReport, LayerReport, MapSummary, ModuleReport};
-pub use llama::{LlamaPlan, LlamaTarget};
 pub use verify::{Diff, EXACT_REL_TOL, VerifyOptions, VerifyReport, verify};
 
 use bert2bert_checkpoint::{BertConfig, Gpt2Config, Model};

@@ -7,14 +7,14 @@
 //! Tensors are in Hugging Face orientation throughout: projections (out, in).
 
 use crate::error::ExpandError;
+use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector, reciprocal};
 use crate::forward::gpt2::random_ids;
 use crate::forward::llama::forward_llama;
 use crate::gpt2::aligned_layers;
-use crate::verify::{Acc, EXACT_REL_TOL, VerifyOptions, VerifyReport};
-use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector, reciprocal};
 use crate::maps::{IndexMap, LayerMapSet, MapRole, layer_order};
 use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
+use crate::verify::{Acc, EXACT_REL_TOL, VerifyOptions, VerifyReport};
 use bert2bert_checkpoint::llama::{Part, Role, TensorDef, tensor_table};
 use bert2bert_checkpoint::random::SplitMix64;
 use bert2bert_checkpoint::{LlamaConfig, LlamaWeights};
@@ -180,7 +180,11 @@ fn v1<'b>(a: &'b CowArray<'_, f32, IxDyn>) -> ArrayView1<'b, f32> {
 
 /// Whether every unit below the source size is in place (then AKI's new units start there).
 fn in_place(map: &IndexMap) -> bool {
-    map.map().iter().take(map.source()).enumerate().all(|(i, &s)| i == s)
+    map.map()
+        .iter()
+        .take(map.source())
+        .enumerate()
+        .all(|(i, &s)| i == s)
 }
 
 /// Every index map and constant of one Llama-family growth; produces any grown tensor on demand
@@ -263,11 +267,7 @@ impl<'a> LlamaPlan<'a> {
         let (copies, zero_units, scale, reader) = if exact {
             let k = dt / ds;
             let r = dt - k * ds;
-            let reader = IndexMap::with_counts(
-                opts.map,
-                hidden.map().to_vec(),
-                vec![k as u32; ds],
-            );
+            let reader = IndexMap::with_counts(opts.map, hidden.map().to_vec(), vec![k as u32; ds]);
             (k as u32, r, (dt as f64 / (k * ds) as f64).sqrt(), reader)
         } else {
             (0, 0, 1.0, hidden.clone())
@@ -603,7 +603,9 @@ impl<'a> LlamaPlan<'a> {
             }
             Role::Layer(t, part) => {
                 let l = self.maps.order[t];
-                if self.identity[t] && matches!(part, Part::O | Part::OBias | Part::Down | Part::DownBias) {
+                if self.identity[t]
+                    && matches!(part, Part::O | Part::OBias | Part::Down | Part::DownBias)
+                {
                     // An added identity block writes nothing to the stream.
                     out.fill(0.0);
                     return Ok(());
@@ -680,7 +682,10 @@ impl<'a> LlamaPlan<'a> {
         let tensors = (0..self.len())
             .map(|i| self.tensor(i))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(bert2bert_checkpoint::Llama::new(self.config.clone(), tensors)?)
+        Ok(bert2bert_checkpoint::Llama::new(
+            self.config.clone(),
+            tensors,
+        )?)
     }
 
     /// What this growth does and whether it is expected to be exact.
@@ -890,10 +895,14 @@ pub fn verify_llama(
         let ids = random_ids(cs.vocab_size, opts.batch_size, opts.seq_len, &mut rng);
         let a = forward_llama(s, &ids)?;
         let b = forward_llama(g, &ids)?;
-        let unscale = |x: ndarray::ArrayView3<'_, f32>| x.slice_axis(Axis(2), units).mapv(|v| v / scale);
+        let unscale =
+            |x: ndarray::ArrayView3<'_, f32>| x.slice_axis(Axis(2), units).mapv(|v| v / scale);
         let grown_index = std::iter::once(0).chain(aligned.iter().copied());
         for (l, (acc, t)) in layers.iter_mut().zip(grown_index).enumerate() {
-            acc.add(a.hidden_states[l].view(), unscale(b.hidden_states[t].view()).view());
+            acc.add(
+                a.hidden_states[l].view(),
+                unscale(b.hidden_states[t].view()).view(),
+            );
         }
         let (ha, hb) = (
             a.hidden_states.last().expect("L + 1 states"),

@@ -95,7 +95,10 @@ impl IndexMap {
     /// # Panics
     /// If an entry is not below `counts.len()`.
     pub fn with_counts(kind: MapKind, map: Vec<usize>, counts: Vec<u32>) -> Self {
-        assert!(map.iter().all(|&k| k < counts.len()), "map entry out of range");
+        assert!(
+            map.iter().all(|&k| k < counts.len()),
+            "map entry out of range"
+        );
         Self { kind, map, counts }
     }
 

@@ -33,7 +33,13 @@ struct Case {
 fn case(integer_ratio: bool) -> impl Strategy<Value = Case> {
     (
         (0usize..4, 8usize..=16, 1usize..=2, 1usize..=3, 1usize..=2),
-        (4usize..=12, 1usize..=3, any::<bool>(), any::<bool>(), any::<bool>()),
+        (
+            4usize..=12,
+            1usize..=3,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
         (1usize..=16, 1usize..=3, 0usize..=2, 0usize..=6, 0usize..=2),
         (2usize..=3, any::<u64>()),
     )
@@ -190,7 +196,9 @@ fn streamed_and_in_memory_sources_grow_the_same_bits() {
     let tmp = tempfile::tempdir().unwrap();
     let c = LlamaConfig::new(LlamaKind::Qwen3, 31, 12, 2, 4, 2, 4, 20, true);
     let m = Llama::random(&c, Init::TEST, 11);
-    let dir = m.write(&tmp.path().join("src"), Dtype::F32, false, None).unwrap();
+    let dir = m
+        .write(&tmp.path().join("src"), Dtype::F32, false, None)
+        .unwrap();
     let src = LlamaSource::open(&dir).unwrap();
     let t = LlamaTarget {
         layers: 3,
@@ -243,10 +251,17 @@ fn targets_that_cannot_keep_the_groups_or_shrink_are_refused() {
         ExpandError::Target(m) => assert!(m.contains("query slots"), "{m}"),
         e => panic!("{e}"),
     }
-    let t = LlamaTarget { kv_heads: 1, heads: 8, ..t };
+    let t = LlamaTarget {
+        kv_heads: 1,
+        heads: 8,
+        ..t
+    };
     assert!(matches!(
         LlamaPlan::new(&src, &t, &GrowOptions::default()).unwrap_err(),
-        ExpandError::Shrink { what: "KV heads", .. }
+        ExpandError::Shrink {
+            what: "KV heads",
+            ..
+        }
     ));
 }
 

@@ -66,8 +66,8 @@ pub fn inv_freq(c: &LlamaConfig) -> Result<Vec<f64>, ExpandError> {
                     } else if wavelen < high_wavelen {
                         f
                     } else {
-                        let smooth =
-                            (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        let smooth = (old / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
                         (1.0 - smooth) * f / factor + smooth * f
                     }
                 })
@@ -230,7 +230,13 @@ pub fn forward_llama(
             let gv = *g as f64;
             *g = (gv / (1.0 + (-gv).exp())) as f32 * u;
         });
-        h += &proj(w, gate.view(), l, Part::Down, bias(Part::DownBias, c.mlp_bias))?;
+        h += &proj(
+            w,
+            gate.view(),
+            l,
+            Part::Down,
+            bias(Part::DownBias, c.mlp_bias),
+        )?;
         hidden_states.push(to3(&h));
     }
     let gn = w.tensor(Role::Norm)?;
