@@ -5,7 +5,7 @@ use crate::verify::{VerifyArgs, print_verify};
 use crate::{Usage, workspace_root};
 use anyhow::{Context, Result};
 use bert2bert_checkpoint::folder::{copy_files, write_config_json};
-use bert2bert_checkpoint::safetensors::{DEFAULT_MAX_SHARD_BYTES, FolderWriter, TensorSpec};
+use bert2bert_checkpoint::safetensors::{FolderWriter, TensorSpec};
 use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Family, Model, read_model_dir};
 use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -290,6 +290,7 @@ pub fn specs_of(tensors: &[(String, Vec<usize>)], dtype: Dtype) -> Vec<TensorSpe
 
 /// Writes the grown model of `plan` into `out` atomically (see [`write_streamed`]), as one
 /// `model.safetensors` below transformers' default shard size.
+#[cfg(test)]
 pub fn write_plan(
     plan: &GrowPlan<'_>,
     source_dir: &Path,
@@ -314,7 +315,7 @@ pub fn write_plan(
         out,
         dtype,
         overwrite,
-        Some(DEFAULT_MAX_SHARD_BYTES),
+        Some(bert2bert_checkpoint::safetensors::DEFAULT_MAX_SHARD_BYTES),
     )
 }
 

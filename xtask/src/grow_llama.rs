@@ -105,7 +105,11 @@ fn target_from_config(path: &Path, c: &LlamaConfig) -> Result<LlamaTarget> {
             .into());
         }
     }
-    let t = LlamaConfig::from_raw(path, raw.clone())?;
+    // Only the shape is read: per-layer lists the source's config carries (`layer_types`) are
+    // rebuilt from the layer order, so a target config edited by hand need not match them.
+    let mut raw = raw.clone();
+    raw.remove("layer_types");
+    let t = LlamaConfig::from_raw(path, raw)?;
     if t.head_dim != c.head_dim {
         return Err(Usage::new(format!(
             "{}: head_dim {} differs from the source's {}: heads grow in number, never in size",

@@ -106,7 +106,7 @@ fn qwen2_tied_aki_is_not_exact_and_says_so_and_bf16_is_written() {
     let out = tmp.path().join("grown");
     let r = grow_json(&["--source", s(&src), "--out", s(&out), "--dtype", "bf16"]);
     assert_eq!(r["grow"]["expected_exact"], false);
-    assert_eq!(r["dtype"], "bf16");
+    assert_eq!(r["dtype"], "BF16");
     let cfg = json_file(&out.join("config.json"));
     assert_eq!(cfg["dtype"], "bfloat16");
     // The grown bf16 folder is itself a source that keeps its dtype by default.
@@ -124,7 +124,7 @@ fn qwen2_tied_aki_is_not_exact_and_says_so_and_bf16_is_written() {
         "--kv-heads",
         "4",
     ]);
-    assert_eq!(r["dtype"], "bf16");
+    assert_eq!(r["dtype"], "BF16");
 }
 
 #[test]
