@@ -1,7 +1,7 @@
 //! `cargo xtask bench train`: training-step throughput of the bundled models' shape and of a
 //! 1.5x wider one (BERT or GPT-2), next to the machine's matmul rate measured in the same run.
 
-use crate::pretrain::{Arch, DeviceKind, device, keep_freed_memory};
+use crate::pretrain::keep_freed_memory;
 use bert2bert_checkpoint::random::SplitMix64;
 use bert2bert_checkpoint::{BertConfig, Gpt2Config};
 use bert2bert_train::bert::{Params, Scope};
@@ -11,6 +11,7 @@ use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
     Batch, BatchSource, CarryFiles, ModelParams, SyntheticBatches, TrainConfig, Trainer, TwoStage,
 };
+use bert2bert_train::{Arch, DeviceKind, device};
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
 

@@ -134,6 +134,9 @@ fn target_from_config(path: &Path, c: &LlamaConfig) -> Result<LlamaTarget> {
 /// `cargo xtask grow` on a Llama-family source.
 pub fn run(args: Args, source_dir: &Path) -> Result<()> {
     let t0 = Instant::now();
+    // Before anything is read: `--overwrite` onto (or around) the source would destroy it.
+    bert2bert_checkpoint::paths::check_disjoint(&args.out, source_dir, "source")
+        .map_err(|e| Usage::new(e.to_string()))?;
     let src = LlamaSource::open(source_dir)?;
     let target = resolve_target(&args, &src.config)?;
     let opts = GrowOptions {

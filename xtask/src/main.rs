@@ -3,6 +3,7 @@
 mod bench;
 mod bench_grow;
 mod bench_train;
+#[cfg(feature = "experiment")]
 mod experiment;
 mod grow;
 mod grow_llama;
@@ -66,6 +67,7 @@ enum Command {
     /// Pre-train a model (fresh or from a checkpoint), optionally in two stages.
     Pretrain(pretrain::Args),
     /// Reproduce the paper's saving table in miniature.
+    #[cfg(feature = "experiment")]
     Experiment(experiment::Args),
     /// Benchmarks: growth speed and memory, training throughput.
     Bench(bench::Args),
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Grow(a) => grow::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Pretrain(a) => pretrain::run(a),
+        #[cfg(feature = "experiment")]
         Command::Experiment(a) => experiment::run(a),
         Command::Bench(a) => bench::run(a),
     };

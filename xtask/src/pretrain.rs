@@ -3,69 +3,23 @@
 //! GPT-2 (the family comes from `--init`'s config.json, or `--arch` for a fresh model).
 
 use anyhow::{Context, bail};
-use bert2bert_checkpoint::{BertConfig, Family, Gpt2Config, read_model_dir};
+use bert2bert_checkpoint::read_model_dir;
 use bert2bert_train::bert::Params;
-use bert2bert_train::data::causal::{
-    CausalBatcher, CausalConfig, END_OF_TEXT_ID, causal_eval_batches, load_causal_split,
-};
-use bert2bert_train::data::{
-    MlmBatcher, MlmConfig, SpecialIds, Split, default_assets_dir, eval_batches, load_corpus,
-    load_tokenizer,
-};
+use bert2bert_train::data::{default_assets_dir, load_tokenizer};
 use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
-    Batch, BatchSource, CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams, TrainConfig, Trainer,
-    TwoStage,
+    CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams, TrainConfig, Trainer, TwoStage,
 };
-use candle_core::Device;
+use bert2bert_train::{
+    Arch, DeviceKind, FreshConfig, ModelShape, default_tokenizer_dir, device, load_data,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The file in the output folder that records the arguments of the run (read by `--resume`).
 pub const ARGS_FILE: &str = "pretrain_args.json";
-
-/// Where to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-pub enum DeviceKind {
-    /// The CPU (f32).
-    Cpu,
-    /// The first CUDA GPU (needs a build with `--features cuda`).
-    Cuda,
-}
-
-/// Model family of a fresh model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// BERT (`BertForMaskedLM`), masked-LM objective, WordPiece tokenizer.
-    #[default]
-    Bert,
-    /// GPT-2 (`GPT2LMHeadModel`), next-token objective, byte-level BPE tokenizer.
-    Gpt2,
-}
-
-impl Arch {
-    /// The training objective, as in tables and plots.
-    pub fn objective(self) -> &'static str {
-        match self {
-            Arch::Bert => "MLM",
-            Arch::Gpt2 => "next-token",
-        }
-    }
-}
-
-impl Arch {
-    /// The checkpoint family.
-    pub fn family(self) -> Family {
-        match self {
-            Arch::Bert => Family::Bert,
-            Arch::Gpt2 => Family::Gpt2,
-        }
-    }
-}
 
 /// Arguments of `cargo xtask pretrain`.
 #[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
@@ -222,199 +176,6 @@ pub fn keep_freed_memory() {
     }
 }
 
-/// Opens the requested device.
-pub fn device(kind: DeviceKind) -> anyhow::Result<Device> {
-    match kind {
-        DeviceKind::Cpu => Ok(Device::Cpu),
-        DeviceKind::Cuda => Device::new_cuda(0)
-            .context("cannot open CUDA device 0 (build with `--features cuda`, see docs/gpu.md)"),
-    }
-}
-
-/// The training and held-out data for a run.
-pub struct Data {
-    /// Training batches (seeded, resumable).
-    pub batcher: Box<dyn BatchSource>,
-    /// The fixed held-out batches.
-    pub eval: Vec<Batch>,
-    /// Optimizer steps per pass over the training split.
-    pub steps_per_epoch: f64,
-}
-
-/// The default tokenizer folder of a family under `assets`.
-pub fn default_tokenizer_dir(assets: &Path, family: Family) -> PathBuf {
-    match family {
-        Family::Bert => assets.join("tokenizer"),
-        Family::Gpt2 => assets.join("tokenizer-gpt2"),
-    }
-}
-
-/// The bundled corpus tokenized for one family: the training and validation streams.
-pub struct Streams {
-    family: Family,
-    tokenizer: PathBuf,
-    vocab: usize,
-    train: Arc<[u32]>,
-    valid: Vec<u32>,
-    special: Option<SpecialIds>,
-}
-
-impl Streams {
-    /// Tokenizes the corpus under `assets` with the tokenizer in `tokenizer_dir`.
-    pub fn load(family: Family, assets: &Path, tokenizer_dir: &Path) -> anyhow::Result<Self> {
-        let tok_path = tokenizer_dir.join("tokenizer.json");
-        let tokenizer = load_tokenizer(&tok_path)?;
-        let vocab = tokenizer.get_vocab_size(true);
-        Ok(match family {
-            Family::Bert => {
-                let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
-                let corpus = load_corpus(assets, &tokenizer)?;
-                Self {
-                    family,
-                    tokenizer: tok_path,
-                    vocab,
-                    train: corpus.train.into(),
-                    valid: corpus.valid,
-                    special: Some(special),
-                }
-            }
-            Family::Gpt2 => Self {
-                family,
-                tokenizer: tok_path,
-                vocab,
-                train: load_causal_split(assets, &tokenizer, Split::Train)?.into(),
-                valid: load_causal_split(assets, &tokenizer, Split::Valid)?,
-                special: None,
-            },
-        })
-    }
-
-    /// Size of the tokenizer's vocabulary.
-    pub fn vocab(&self) -> usize {
-        self.vocab
-    }
-
-    /// Tokens in the training split.
-    pub fn train_tokens(&self) -> usize {
-        self.train.len()
-    }
-
-    /// Entropy (nats) of the training split's unigram distribution: the loss of a model that
-    /// knows word frequencies and nothing else.
-    pub fn unigram_entropy(&self) -> f64 {
-        let mut counts = vec![0u64; self.vocab.max(1)];
-        for &t in self.train.iter() {
-            if let Some(c) = counts.get_mut(t as usize) {
-                *c += 1;
-            }
-        }
-        let n: u64 = counts.iter().sum();
-        counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let p = c as f64 / n as f64;
-                -p * p.ln()
-            })
-            .sum()
-    }
-
-    /// Fails when the tokenizer has more tokens than `vocab_size`, a model's vocabulary.
-    pub fn check_fits(&self, vocab_size: usize) -> anyhow::Result<()> {
-        if self.vocab > vocab_size {
-            bail!(
-                "{}: the tokenizer has {} tokens, the model's vocabulary only {vocab_size}",
-                self.tokenizer.display(),
-                self.vocab
-            );
-        }
-        Ok(())
-    }
-
-    fn mlm(&self, seq_len: usize, batch_size: usize, vocab: usize, seed: u64) -> MlmConfig {
-        MlmConfig {
-            special: self.special.expect("BERT streams carry special ids"),
-            ..MlmConfig::new(seq_len, batch_size, vocab, seed)
-        }
-    }
-
-    /// Seeded training batches of the family's objective, for a model of `vocab` tokens.
-    pub fn batcher(
-        &self,
-        vocab: usize,
-        batch_size: usize,
-        seq_len: usize,
-        seed: u64,
-    ) -> anyhow::Result<(Box<dyn BatchSource>, f64)> {
-        Ok(match self.family {
-            Family::Bert => {
-                let b = MlmBatcher::new(
-                    self.train.clone(),
-                    self.mlm(seq_len, batch_size, vocab, seed),
-                )?;
-                let spe = b.steps_per_epoch();
-                (Box::new(b), spe)
-            }
-            Family::Gpt2 => {
-                let cfg = CausalConfig {
-                    seq_len,
-                    batch_size,
-                    vocab_size: vocab,
-                    seed,
-                };
-                let b = CausalBatcher::new(self.train.clone(), cfg)?;
-                let spe = b.steps_per_epoch();
-                (Box::new(b), spe)
-            }
-        })
-    }
-
-    /// The fixed held-out set: `n` validation sequences, the same whatever the run's seed.
-    pub fn eval(&self, vocab: usize, seq_len: usize, n: usize) -> anyhow::Result<Vec<Batch>> {
-        Ok(match self.family {
-            Family::Bert => eval_batches(&self.valid, &self.mlm(seq_len, 32, vocab, 0), n)?
-                .into_iter()
-                .map(Batch::Mlm)
-                .collect(),
-            Family::Gpt2 => {
-                let cfg = CausalConfig {
-                    seq_len,
-                    batch_size: 32,
-                    vocab_size: vocab,
-                    seed: 0,
-                };
-                causal_eval_batches(&self.valid, &cfg, n)?
-                    .into_iter()
-                    .map(Batch::Causal)
-                    .collect()
-            }
-        })
-    }
-}
-
-/// Tokenizes the bundled corpus with the tokenizer in `tokenizer_dir` and builds the batches of
-/// `family`'s objective: masked-LM for BERT, next-token for GPT-2.
-#[allow(clippy::too_many_arguments)]
-pub fn load_data(
-    family: Family,
-    assets: &Path,
-    tokenizer_dir: &Path,
-    vocab_size: usize,
-    batch_size: usize,
-    seq_len: usize,
-    seed: u64,
-    eval_sequences: usize,
-) -> anyhow::Result<Data> {
-    let streams = Streams::load(family, assets, tokenizer_dir)?;
-    streams.check_fits(vocab_size)?;
-    let (batcher, steps_per_epoch) = streams.batcher(vocab_size, batch_size, seq_len, seed)?;
-    Ok(Data {
-        batcher,
-        eval: streams.eval(vocab_size, seq_len, eval_sequences)?,
-        steps_per_epoch,
-    })
-}
-
 fn is_tokenizer_file(p: &Path) -> bool {
     matches!(
         p.to_str(),
@@ -477,8 +238,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(kind) = crate::grow_llama::llama_kind(init) {
             return Err(crate::Usage(format!(
                 "--init {} is a {} (Llama-family) checkpoint: the candle trainer here pre-trains \
-                 BERT and GPT-2 only; train Llama-family models with the PyTorch side (python/, \
-                 see docs/distributed.md), which loads the grown folder with transformers",
+                 BERT and GPT-2 only; train Llama-family models with the PyTorch package of the \
+                 distributed-training work, bert2bert-torch (python/, see docs/distributed.md), \
+                 which loads the grown folder with transformers",
                 init.display(),
                 kind.name()
             ))
@@ -527,7 +289,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let vocab = params.vocab_size();
         (Start::Fresh(params, carry), family, vocab)
     } else {
-        let family = args.arch.unwrap_or(Arch::Bert).family();
+        let arch = args.arch.unwrap_or(Arch::Bert);
+        let family = arch.family();
         let tok_dir = args
             .tokenizer
             .clone()
@@ -541,32 +304,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 args.heads
             );
         }
-        let params: ModelParams = match family {
-            Family::Bert => {
-                let mut cfg = BertConfig::new(
-                    vocab,
-                    args.hidden,
-                    args.layers,
-                    args.heads,
-                    args.ffn,
-                    args.seq_len,
-                );
-                cfg.raw.insert("pad_token_id".into(), 0.into());
-                Params::fresh(&cfg, args.seed, &dev)?.into()
-            }
-            Family::Gpt2 => {
-                let mut cfg =
-                    Gpt2Config::new(vocab, args.hidden, args.layers, args.heads, args.seq_len);
-                if args.ffn != 4 * args.hidden {
-                    cfg.n_inner = Some(args.ffn);
-                }
-                // The bundled BPE tokenizer's one special token, <|endoftext|>, is id 0.
-                for k in ["bos_token_id", "eos_token_id"] {
-                    cfg.raw.insert(k.into(), END_OF_TEXT_ID.into());
-                }
-                Gpt2Params::fresh(&cfg, args.seed, &dev)?.into()
-            }
+        let shape = ModelShape {
+            layers: args.layers,
+            hidden: args.hidden,
+            heads: args.heads,
+            ffn: args.ffn,
         };
+        let params = FreshConfig::new(arch, vocab, args.seq_len, shape).params(args.seed, &dev)?;
         (
             Start::Fresh(params, tokenizer_files(&tok_dir)?),
             family,

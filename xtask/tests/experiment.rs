@@ -280,6 +280,12 @@ fn results_doc_matches_the_gpt2_mini_summary() {
     check_results_doc("gpt2-mini");
 }
 
+/// The regime run's part of docs/results.md, likewise.
+#[test]
+fn results_doc_matches_the_regime_gpt2_summary() {
+    check_results_doc("regime-gpt2");
+}
+
 fn check_results_doc(preset: &str) {
     let root = root();
     let o = xtask(&[

@@ -106,7 +106,9 @@ impl Bert {
             )?,
             layer_norm: t.layer_norm(&format!("{e}.LayerNorm"), d)?,
         };
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // Grown as loaded, never sized from the config: a config claiming far more layers than
+        // the file holds must fail at the first missing tensor, not allocate for them.
+        let mut layers = Vec::new();
         for l in 0..c.num_hidden_layers {
             let q = format!("{p}encoder.layer.{l}");
             layers.push(BertLayer {

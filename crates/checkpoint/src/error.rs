@@ -157,6 +157,50 @@ pub enum CheckpointError {
         /// The output folder.
         path: PathBuf,
     },
+    /// The output folder is, lies inside, or contains an input: writing would destroy it.
+    #[error(
+        "{output}: the output folder {} the {role} {input}; writing there would replace or change what is read, so nothing was done (choose an output folder outside it)", relation.phrase()
+    )]
+    OutputOverlapsInput {
+        /// The output folder as given.
+        output: PathBuf,
+        /// The input, resolved.
+        input: PathBuf,
+        /// What the input is (source, init, assets, ...).
+        role: String,
+        /// How they overlap.
+        relation: crate::paths::Overlap,
+    },
+    /// The config's layer count contradicts the layers the weights hold.
+    #[error("{path}: `{field}` is {claimed}, but {weights} holds {found}")]
+    LayerCount {
+        /// The config file.
+        path: PathBuf,
+        /// The field (`num_hidden_layers`, `n_layer`).
+        field: &'static str,
+        /// What the config claims.
+        claimed: usize,
+        /// The weights file (or shard index).
+        weights: PathBuf,
+        /// What the weights hold, in words ("3 layers (indices 0 to 2)").
+        found: String,
+    },
+    /// What a load or growth would allocate does not fit in the memory available.
+    #[error(
+        "{path}: {what} needs about {} of memory, but {} is available ({source_of}); refused before allocating", crate::memory::human(*needed), crate::memory::human(*available as u128)
+    )]
+    OutOfMemory {
+        /// The file or folder being read or written.
+        path: PathBuf,
+        /// What would allocate ("loading the weights", "growing ...").
+        what: String,
+        /// Bytes it would hold.
+        needed: u128,
+        /// Bytes available.
+        available: u64,
+        /// Where the available figure comes from.
+        source_of: String,
+    },
     /// A write was refused before anything was written, because the model failed its checks.
     #[error("{path}: not written: {source}")]
     NotWritten {

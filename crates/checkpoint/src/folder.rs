@@ -6,6 +6,7 @@ use crate::dtype::Dtype;
 use crate::error::{CheckpointError, Result, io_err};
 use crate::gpt2::Gpt2;
 use crate::model::{Dropped, Model};
+use crate::preflight::check_layer_count;
 use crate::safetensors::{INDEX_FILE, SafetensorsWriter, TensorSpec, TensorStore, WEIGHTS_FILE};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,14 +55,31 @@ pub fn read_model_dir(dir: &Path) -> Result<ModelDir> {
     let cfg_path = dir.join("config.json");
     let family = Family::detect(&cfg_path, &raw)?;
     let store = TensorStore::open_dir(dir)?;
+    // Before anything is allocated: the config against the headers, the whole load against the
+    // memory there is.
     let (model, dropped) = match family {
         Family::Bert => {
             let config = BertConfig::from_raw(&cfg_path, raw)?;
+            let (field, layers) = ("num_hidden_layers", config.num_hidden_layers);
+            // The prefix as `Bert::load` detects it.
+            let prefixed = store.contains("bert.embeddings.word_embeddings.weight");
+            let p = if prefixed {
+                "bert.encoder.layer."
+            } else {
+                "encoder.layer."
+            };
+            check_layer_count(&cfg_path, field, layers, &store, p)?;
+            ensure_load_fits(&store)?;
             let (m, dropped) = Bert::load(&store, config)?;
             (Model::Bert(m), dropped)
         }
         Family::Gpt2 => {
             let config = Gpt2Config::from_raw(&cfg_path, raw)?;
+            // The prefix as `Gpt2::load` detects it.
+            let prefixed = store.contains("transformer.wte.weight");
+            let p = if prefixed { "transformer.h." } else { "h." };
+            check_layer_count(&cfg_path, "n_layer", config.n_layer, &store, p)?;
+            ensure_load_fits(&store)?;
             let (m, dropped) = Gpt2::load(&store, config)?;
             (Model::Gpt2(m), dropped)
         }
@@ -75,6 +93,12 @@ pub fn read_model_dir(dir: &Path) -> Result<ModelDir> {
         other_files,
         dropped,
     })
+}
+
+/// Refuses a load whose typed weights (every float tensor as f32) exceed the memory available.
+fn ensure_load_fits(store: &TensorStore) -> Result<()> {
+    let needed = store.total_f32_bytes() as u128;
+    crate::memory::ensure_fits(store.root(), "loading the weights as f32", needed)
 }
 
 pub(crate) fn list_other_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -121,9 +145,104 @@ pub struct AtomicDir {
     committed: bool,
 }
 
+/// The temporary folders of `target` in `parent` left by processes that are not running any
+/// more: `(path, pid, is_old)`, where `is_old` marks a `.old` folder (the previous `target`,
+/// moved aside during a commit).
+fn stale_temporaries(parent: &Path, name: &str) -> Vec<(PathBuf, u32, bool)> {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let prefix = format!(".{name}.tmp-");
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(rest) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let (rest, is_old) = match rest.strip_suffix(".old") {
+            Some(r) => (r, true),
+            None => (rest, false),
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !digits(n) || pid == 0 || process_alive(pid) {
+            continue;
+        }
+        out.push((e.path(), pid, is_old));
+    }
+    // The moved-aside old folders first: one may have to be put back before its new one goes.
+    out.sort_by_key(|(p, _, is_old)| (!is_old, p.clone()));
+    out
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending anything).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true; // not a PID this system hands out: leave the folder alone
+    };
+    // SAFETY: kill with signal 0 only checks for the process's existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    // EPERM: it exists but belongs to someone else.
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 impl AtomicDir {
+    /// Cleans up after writers of `target` that were killed (SIGKILL, power loss) and so could
+    /// not remove their temporary sibling `.NAME.tmp-PID-N`: each one whose PID no longer runs
+    /// is removed, except that a moved-aside `.NAME.tmp-PID-N.old` (the previous `target`, when
+    /// the kill came between the two renames of a commit) is renamed back to `target` if
+    /// `target` is missing. Returns what was removed or put back; each is logged. A folder that
+    /// cannot be removed is logged with the command to remove it, and left.
+    pub fn clean_stale(target: &Path) -> Vec<PathBuf> {
+        let (Some(name), parent) = (target.file_name(), parent_of(target)) else {
+            return Vec::new();
+        };
+        let mut cleaned = Vec::new();
+        for (path, pid, is_old) in stale_temporaries(&parent, &name.to_string_lossy()) {
+            // An old output whose replacement never took its name is the only copy: put it back.
+            let restore = is_old && !target.exists();
+            let done = if restore {
+                std::fs::rename(&path, target)
+            } else if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            let (from, to) = (path.display(), target.display());
+            match done {
+                Ok(()) if restore => tracing::warn!(
+                    %from, %to, pid,
+                    "put back the previous output, moved aside by a writer that was killed mid-commit"
+                ),
+                Ok(()) => tracing::warn!(
+                    path = %from, pid,
+                    "removed a temporary folder left by a writer that is no longer running"
+                ),
+                Err(e) => {
+                    let fix = if restore {
+                        format!("mv {from} {to}")
+                    } else {
+                        format!("rm -r {from}")
+                    };
+                    tracing::warn!(path = %from, error = %e, "cannot clean up after a killed writer; run `{fix}`");
+                    continue;
+                }
+            }
+            cleaned.push(path);
+        }
+        cleaned
+    }
+
     /// Creates the temporary folder; fails early if `target` exists and `overwrite` is false.
+    /// Stale temporaries of `target` left by killed writers are cleaned up first
+    /// ([`AtomicDir::clean_stale`]).
     pub fn new(target: &Path, overwrite: bool) -> Result<Self> {
+        Self::clean_stale(target);
         if target.exists() && !overwrite {
             return Err(CheckpointError::OutputExists {
                 path: target.to_owned(),
@@ -140,10 +259,7 @@ impl AtomicDir {
             })?
             .to_string_lossy()
             .into_owned();
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let parent = parent_of(target);
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
         // Process id plus a per-process counter: concurrent writers never share a temporary.
         static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -198,6 +314,14 @@ impl AtomicDir {
         }
         self.committed = true;
         Ok(self.target.clone())
+    }
+}
+
+/// The folder `target` lives in (`.` for a bare name).
+fn parent_of(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
     }
 }
 

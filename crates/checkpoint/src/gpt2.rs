@@ -116,7 +116,8 @@ impl Gpt2 {
         let mut t = Taker::new(store, |n| is_buffer(n, p));
         let wte = t.mat(&format!("{p}wte.weight"), v, d)?;
         let wpe = t.mat(&format!("{p}wpe.weight"), c.n_positions, d)?;
-        let mut blocks = Vec::with_capacity(c.n_layer);
+        // Grown as loaded, never sized from the config (see `Bert::load`).
+        let mut blocks = Vec::new();
         for l in 0..c.n_layer {
             let q = format!("{p}h.{l}");
             blocks.push(Gpt2Block {

@@ -14,8 +14,11 @@ pub mod folder;
 pub mod gpt2;
 pub mod llama;
 mod loader;
+pub mod memory;
 pub mod model;
 pub mod nn;
+pub mod paths;
+mod preflight;
 pub mod random;
 pub mod safetensors;
 

@@ -590,7 +590,6 @@ impl LlamaSource {
     pub fn open(dir: &Path) -> Result<Self> {
         let config = LlamaConfig::read(dir)?;
         let store = TensorStore::open_dir_streaming(dir)?;
-        let table = tensor_table(&config);
         if !store.contains("model.embed_tokens.weight") && store.contains("embed_tokens.weight") {
             return Err(CheckpointError::Unsupported {
                 path: store.root().to_owned(),
@@ -599,6 +598,15 @@ impl LlamaSource {
                     .into(),
             });
         }
+        // Before the table (one row per tensor of every claimed layer) is built.
+        crate::preflight::check_layer_count(
+            &dir.join("config.json"),
+            "num_hidden_layers",
+            config.num_hidden_layers,
+            &store,
+            "model.layers.",
+        )?;
+        let table = tensor_table(&config);
         for def in &table {
             let info = store
                 .info(&def.name)
@@ -678,6 +686,11 @@ impl LlamaSource {
 
     /// Every tensor read into memory.
     pub fn load(&self) -> Result<Llama> {
+        crate::memory::ensure_fits(
+            self.store.root(),
+            "loading the weights as f32",
+            self.store.total_f32_bytes() as u128,
+        )?;
         let tensors = self
             .table
             .iter()

@@ -1,574 +1,539 @@
 //! Bad input: every corruption gets its own typed error whose message names the file, the tensor
-//! where one is involved, and the reason; failed writes leave nothing behind.
+//! where one is involved, and the reason; failed writes leave nothing behind; temporaries of
+//! killed writers are cleaned up by the next write.
 //!
-//! Each case starts from a valid random model written by the crate and breaks one thing.
+//! Each read case starts from a valid random model written by the crate and breaks one thing.
 
 mod common;
 
-use bert2bert_checkpoint::{CheckpointError, Model, ModelDir, WriteOptions, read_model_dir};
+use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Model, ModelDir, WriteOptions};
+use bert2bert_checkpoint::{Bert, read_model_dir};
 use common::*;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 
 const WORD: &str = "bert.embeddings.word_embeddings.weight";
 const FFN_IN: &str = "bert.encoder.layer.0.intermediate.dense.weight";
+const INDEX: &str = "model.safetensors.index.json";
 
-#[test]
-fn missing_config_json() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    std::fs::remove_file(dir.join("config.json")).unwrap();
-    let (err, msg) = read_err(&dir);
-    let CheckpointError::MissingConfig { path } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(path, &dir.join("config.json"));
-    assert_names(&msg, &["m/config.json", "missing config.json"]);
-}
-
-#[test]
-fn malformed_config_json() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    std::fs::write(dir.join("config.json"), "{\"model_type\": \"bert\",,}").unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Json { path, .. } if path.ends_with("config.json")));
-    assert_names(&msg, &["m/config.json", "malformed JSON", "line 1"]);
-}
-
-#[test]
-fn config_not_an_object() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    std::fs::write(dir.join("config.json"), "[1, 2]").unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::ConfigInvalid { .. }),
-        "{err:?}"
-    );
-    assert_names(&msg, &["m/config.json", "not a JSON object"]);
-}
-
-#[test]
-fn required_config_field_missing_or_mistyped() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    edit_config(&dir, |c| {
-        c.remove("hidden_size");
+/// Sets the data offsets of tensor `name` in `dir/model.safetensors`.
+fn set_offsets(dir: &Path, name: &str, b: usize, e: usize) {
+    edit_weights(dir, |st| {
+        st.entry(name)
+            .insert("data_offsets".into(), serde_json::json!([b, e]));
     });
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::ConfigField { field, .. } if field == "hidden_size"),
-        "{err:?}"
-    );
-    assert_names(&msg, &["m/config.json", "`hidden_size`", "missing"]);
-
-    edit_config(&dir, |c| {
-        c.insert("hidden_size".into(), Value::from("sixteen"));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::ConfigField { field, .. } if field == "hidden_size"));
-    assert_names(&msg, &["`hidden_size`", "a positive integer"]);
 }
 
-#[test]
-fn model_type_missing_or_unsupported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    edit_config(&dir, |c| {
-        c.insert("model_type".into(), Value::from("roberta"));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::Unsupported { .. }),
-        "{err:?}"
-    );
-    assert_names(
-        &msg,
-        &[
-            "m/config.json",
-            "model_type `roberta`",
-            "supported: bert, gpt2",
-        ],
-    );
-
-    edit_config(&dir, |c| {
-        c.remove("model_type");
-        c.remove("architectures");
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::ConfigField { field, .. } if field == "model_type"));
-    assert_names(&msg, &["m/config.json", "`model_type`"]);
-}
-
-#[test]
-fn unsupported_activation_and_position_embedding() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    edit_config(&dir, |c| {
-        c.insert("hidden_act".into(), Value::from("swish"));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::Unsupported { .. }),
-        "{err:?}"
-    );
-    assert_names(&msg, &["m/config.json", "hidden_act `swish`"]);
-
-    edit_config(&dir, |c| {
-        c.insert("hidden_act".into(), Value::from("gelu"));
-        c.insert(
-            "position_embedding_type".into(),
-            Value::from("relative_key"),
-        );
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::Unsupported { .. }),
-        "{err:?}"
-    );
-    assert_names(&msg, &["position_embedding_type `relative_key`"]);
-}
-
-#[test]
-fn hidden_size_not_divisible_by_heads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    edit_config(&dir, |c| {
-        c.insert("num_attention_heads".into(), Value::from(3));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::ConfigInvalid { .. }),
-        "{err:?}"
-    );
-    assert_names(
-        &msg,
-        &[
-            "m/config.json",
-            "hidden_size 16 is not divisible by num_attention_heads 3",
-        ],
-    );
-}
-
-#[test]
-fn missing_weights_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    std::fs::remove_file(weights(&dir)).unwrap();
-    std::fs::write(dir.join("pytorch_model.bin"), b"not read").unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::MissingWeights { path } if path == &dir));
-    assert_names(&msg, &["no model.safetensors", "convert .bin"]);
-}
-
-#[test]
-fn file_shorter_than_its_length_prefix() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    std::fs::write(weights(&dir), [1u8, 2, 3]).unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(
-            &err,
-            CheckpointError::Truncated {
-                len: 3,
-                needed: 8,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert_names(
-        &msg,
-        &["m/model.safetensors", "truncated", "8-byte header length"],
-    );
-}
-
-#[test]
-fn file_shorter_than_its_header_length() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let bytes = std::fs::read(weights(&dir)).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    std::fs::write(weights(&dir), &bytes[..8 + n as usize / 2]).unwrap();
-    let (err, msg) = read_err(&dir);
-    let CheckpointError::Truncated { path, needed, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!((path, *needed), (&weights(&dir), 8 + n));
-    assert_names(
-        &msg,
-        &[
-            "m/model.safetensors",
-            "truncated",
-            &format!("{n}-byte header"),
-        ],
-    );
-}
-
-#[test]
-fn header_length_absurd() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut bytes = std::fs::read(weights(&dir)).unwrap();
-    bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-    std::fs::write(weights(&dir), &bytes).unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Header { .. }), "{err:?}");
-    assert_names(&msg, &["m/model.safetensors", "exceeds"]);
-}
-
-#[test]
-fn header_not_valid_json() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut bytes = std::fs::read(weights(&dir)).unwrap();
-    // Break the JSON without changing its length: the closing brace becomes a comma.
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let close = 8 + bytes[8..8 + n].iter().rposition(|&b| b == b'}').unwrap();
-    bytes[close] = b',';
-    std::fs::write(weights(&dir), &bytes).unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Header { path, .. } if path == &weights(&dir)));
-    assert_names(&msg, &["m/model.safetensors", "header is not valid JSON"]);
-}
-
-#[test]
-fn header_entry_malformed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    st.entry(WORD).insert("shape".into(), Value::from("50x16"));
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::Tensor { tensor, .. } if tensor == WORD),
-        "{err:?}"
-    );
-    assert_names(&msg, &["m/model.safetensors", WORD, "no array `shape`"]);
-}
-
-#[test]
-fn tensor_offsets_outside_the_data() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    let (b, e) = st.offsets(WORD);
-    let len = st.data.len();
-    st.entry(WORD)
-        .insert("data_offsets".into(), serde_json::json!([b + len, e + len]));
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::Tensor { tensor, .. } if tensor == WORD),
-        "{err:?}"
-    );
-    assert_names(
-        &msg,
-        &["m/model.safetensors", WORD, "outside the data section"],
-    );
-}
-
-#[test]
-fn data_section_cut_short() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    let last = st
-        .names()
-        .into_iter()
-        .max_by_key(|n| st.offsets(n).1)
-        .unwrap();
-    st.data.truncate(st.data.len() - 4);
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::Tensor { tensor, .. } if *tensor == last),
-        "{err:?}"
-    );
-    assert_names(&msg, &["m/model.safetensors", &last, "file truncated?"]);
-}
-
-#[test]
-fn tensor_offsets_wrong_size_or_backwards() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    let (b, e) = st.offsets(WORD);
-    st.entry(WORD)
-        .insert("data_offsets".into(), serde_json::json!([b, e - 4]));
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Tensor { tensor, .. } if tensor == WORD));
-    assert_names(
-        &msg,
-        &[WORD, &format!("hold {} bytes", e - 4 - b), "needs 3200"],
-    );
-
-    st.entry(WORD)
-        .insert("data_offsets".into(), serde_json::json!([e, b]));
-    st.write(&weights(&dir));
-    let (_, msg) = read_err(&dir);
-    assert_names(&msg, &[WORD, "run backwards"]);
-}
-
-#[test]
-fn tensor_offsets_overlapping() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    // Two tensors of the same size; the second is made to point into the first's bytes.
-    let a = "bert.embeddings.LayerNorm.weight";
-    let b = "bert.embeddings.LayerNorm.bias";
-    let (ab, ae) = st.offsets(a);
-    st.entry(b)
-        .insert("data_offsets".into(), serde_json::json!([ab, ae]));
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Tensor { .. }), "{err:?}");
-    assert_names(&msg, &["m/model.safetensors", a, b, "overlap"]);
-}
-
-#[test]
-fn unknown_dtype() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    st.entry(FFN_IN).insert("dtype".into(), Value::from("F4"));
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Tensor { tensor, .. } if tensor == FFN_IN));
-    assert_names(&msg, &["m/model.safetensors", FFN_IN, "unknown dtype `F4`"]);
-}
-
-#[test]
-fn weight_of_integer_dtype() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    // Same byte count, so the header is valid; the loader refuses integers as weights.
-    st.entry(FFN_IN).insert("dtype".into(), Value::from("I32"));
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Tensor { tensor, .. } if tensor == FFN_IN));
-    assert_names(&msg, &[FFN_IN, "dtype I32 is not a float type"]);
-}
-
-#[test]
-fn tensor_shape_contradicts_config() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    edit_config(&dir, |c| {
-        c.insert("intermediate_size".into(), Value::from(48));
-    });
-    let (err, msg) = read_err(&dir);
-    let CheckpointError::Shape {
-        path,
-        tensor,
-        found,
-        expected,
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
-    assert_eq!(path, &weights(&dir));
-    assert_eq!(tensor, FFN_IN);
-    assert_eq!(
-        (found.as_slice(), expected.as_slice()),
-        (&[32, 16][..], &[48, 16][..])
-    );
-    assert_names(
-        &msg,
-        &["m/model.safetensors", FFN_IN, "[32, 16]", "[48, 16]"],
-    );
-}
-
-#[test]
-fn required_tensor_missing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    let gone = "bert.encoder.layer.1.attention.self.key.bias";
-    st.remove(gone);
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::MissingTensor { tensor, path } if tensor == gone && path == &weights(&dir)),
-        "{err:?}"
-    );
-    assert_names(&msg, &["m/model.safetensors", gone, "required tensor"]);
-}
-
-#[test]
-fn untied_config_without_decoder_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    edit_config(&dir, |c| {
-        c.insert("tie_word_embeddings".into(), Value::from(false));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::MissingTensor { tensor, .. } if tensor == "cls.predictions.decoder.weight")
-    );
-    assert_names(&msg, &["cls.predictions.decoder.weight"]);
-}
-
-#[test]
-fn nan_or_inf_in_a_weight() {
-    for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf")] {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = valid_bert_dir(tmp.path(), "m");
-        let mut st = RawSt::read(&weights(&dir));
-        let t = "bert.encoder.layer.1.output.dense.weight";
-        st.bytes_mut(t)[4 * 7..4 * 8].copy_from_slice(&bad.to_le_bytes());
-        st.bytes_mut(t)[4 * 9..4 * 10].copy_from_slice(&bad.to_le_bytes());
-        st.write(&weights(&dir));
-        let (err, msg) = read_err(&dir);
-        let CheckpointError::NonFinite {
-            tensor,
-            count,
-            index,
-            ..
-        } = &err
-        else {
-            panic!("{err:?}")
-        };
-        assert_eq!((tensor.as_str(), *count, *index), (t, 2, 7));
-        assert_names(&msg, &["m/model.safetensors", t, "2 non-finite", shown]);
-    }
-}
-
-#[test]
-fn nan_in_an_f16_weight() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    write_model(
-        &Model::Bert(small_bert(2)),
-        &dir,
-        bert2bert_checkpoint::Dtype::F16,
-    );
-    let mut st = RawSt::read(&weights(&dir));
-    st.bytes_mut(WORD)[0..2].copy_from_slice(&half::f16::NAN.to_le_bytes());
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::NonFinite { tensor, index: 0, .. } if tensor == WORD));
-    assert_names(&msg, &[WORD]);
-}
-
-#[test]
-fn unexpected_extra_tensor() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
-    let extra = "bert.encoder.layer.0.attention.self.rotary.weight";
-    st.add(extra, "F32", &[4], &[0u8; 16]);
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::UnexpectedTensor { tensor, family: "BERT", .. } if tensor == extra),
-        "{err:?}"
-    );
-    assert_names(
-        &msg,
-        &[
-            "m/model.safetensors",
-            extra,
-            "not part of a BERT checkpoint",
-        ],
-    );
-}
-
-#[test]
-fn shard_index_pointing_at_a_missing_shard() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let [_, second] = shard_folder(&dir);
-    std::fs::remove_file(dir.join(&second)).unwrap();
-    let (err, msg) = read_err(&dir);
-    let CheckpointError::MissingShard {
-        path,
-        shard,
-        tensor,
-    } = &err
-    else {
-        panic!("{err:?}")
-    };
-    assert_eq!(path, &dir.join("model.safetensors.index.json"));
-    assert_eq!(shard, &second);
-    assert_names(
-        &msg,
-        &[
-            "m/model.safetensors.index.json",
-            &second,
-            tensor,
-            "does not exist",
-        ],
-    );
-}
-
-#[test]
-fn shard_index_malformed_or_lying() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let [first, second] = shard_folder(&dir);
-    let index = dir.join("model.safetensors.index.json");
-    let good = std::fs::read_to_string(&index).unwrap();
-
-    std::fs::write(&index, "{\"weight_map\": ").unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Json { path, .. } if path == &index));
-    assert_names(&msg, &["model.safetensors.index.json", "malformed JSON"]);
-
-    std::fs::write(&index, "{\"metadata\": {}}").unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::ConfigField { field, .. } if field == "weight_map"));
-    assert_names(&msg, &["model.safetensors.index.json", "`weight_map`"]);
-
-    // The index places the word embeddings in the shard that does not hold them.
-    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
-    let held = v["weight_map"][WORD].as_str().unwrap().to_owned();
-    let wrong = if held == first { &second } else { &first };
-    v["weight_map"][WORD] = Value::from(wrong.as_str());
+/// Shards `dir` and edits the `weight_map` entry of the word embeddings with `f` (given the index
+/// and the two shard names).
+fn edit_index(dir: &Path, f: impl FnOnce(&mut Value, &[String; 2])) {
+    let shards = shard_folder(dir);
+    let index = dir.join(INDEX);
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    f(&mut v, &shards);
     std::fs::write(&index, v.to_string()).unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::MissingTensor { tensor, .. } if tensor == WORD));
-    assert_names(&msg, &[wrong.as_str(), WORD]);
+}
 
-    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
-    v["weight_map"][WORD] = Value::from("../elsewhere.safetensors");
-    std::fs::write(&index, v.to_string()).unwrap();
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::ConfigInvalid { .. }),
-        "{err:?}"
-    );
-    assert_names(
-        &msg,
-        &[
-            "model.safetensors.index.json",
-            "not a plain file name",
-            WORD,
-        ],
-    );
+/// Every read-side case of the error catalogue (docs/checkpoint.md) on a BERT folder.
+fn bert_cases() -> Vec<BadCase> {
+    vec![
+        BadCase {
+            name: "missing config.json",
+            breaks: |dir| {
+                std::fs::remove_file(dir.join("config.json")).unwrap();
+                vec![]
+            },
+            is: |e, dir, _| matches!(e, CheckpointError::MissingConfig { path } if path == &dir.join("config.json")),
+            names: &["m/config.json", "missing config.json"],
+        },
+        BadCase {
+            name: "malformed config.json",
+            breaks: |dir| {
+                std::fs::write(dir.join("config.json"), "{\"model_type\": \"bert\",,}").unwrap();
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Json { path, .. } if path.ends_with("config.json")),
+            names: &["m/config.json", "malformed JSON", "line 1"],
+        },
+        BadCase {
+            name: "config not an object",
+            breaks: |dir| {
+                std::fs::write(dir.join("config.json"), "[1, 2]").unwrap();
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigInvalid { .. }),
+            names: &["m/config.json", "not a JSON object"],
+        },
+        BadCase {
+            name: "required field missing",
+            breaks: |dir| {
+                edit_config(dir, |c| {
+                    c.remove("hidden_size");
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigField { field, .. } if field == "hidden_size"),
+            names: &["m/config.json", "`hidden_size`", "missing"],
+        },
+        BadCase {
+            name: "required field mistyped",
+            breaks: |dir| {
+                set(dir, "hidden_size", Value::from("sixteen"));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigField { field, .. } if field == "hidden_size"),
+            names: &["`hidden_size`", "a positive integer"],
+        },
+        BadCase {
+            name: "unsupported model_type",
+            breaks: |dir| {
+                set(dir, "model_type", Value::from("roberta"));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Unsupported { .. }),
+            names: &[
+                "m/config.json",
+                "model_type `roberta`",
+                "supported: bert, gpt2",
+            ],
+        },
+        BadCase {
+            name: "no model_type nor architectures",
+            breaks: |dir| {
+                edit_config(dir, |c| {
+                    c.remove("model_type");
+                    c.remove("architectures");
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigField { field, .. } if field == "model_type"),
+            names: &["m/config.json", "`model_type`"],
+        },
+        BadCase {
+            name: "unsupported activation",
+            breaks: |dir| {
+                set(dir, "hidden_act", Value::from("swish"));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Unsupported { .. }),
+            names: &["m/config.json", "hidden_act `swish`"],
+        },
+        BadCase {
+            name: "unsupported position embedding",
+            breaks: |dir| {
+                set(dir, "position_embedding_type", Value::from("relative_key"));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Unsupported { .. }),
+            names: &["position_embedding_type `relative_key`"],
+        },
+        BadCase {
+            name: "hidden size not divisible by heads",
+            breaks: |dir| {
+                set(dir, "num_attention_heads", Value::from(3));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigInvalid { .. }),
+            names: &[
+                "m/config.json",
+                "hidden_size 16 is not divisible by num_attention_heads 3",
+            ],
+        },
+        BadCase {
+            name: "config claims a billion layers over two (issue 11: once an abort)",
+            breaks: |dir| {
+                set(dir, "num_hidden_layers", Value::from(1_000_000_000u64));
+                vec![]
+            },
+            is: |e, dir, _| {
+                matches!(e, CheckpointError::LayerCount { path, field: "num_hidden_layers", claimed: 1_000_000_000, weights: w, .. }
+                    if path == &dir.join("config.json") && w == &weights(dir))
+            },
+            names: &[
+                "m/config.json",
+                "`num_hidden_layers` is 1000000000",
+                "m/model.safetensors holds 2 layer(s) (bert.encoder.layer.0 to bert.encoder.layer.1)",
+            ],
+        },
+        BadCase {
+            name: "config claims fewer layers than stored",
+            breaks: |dir| {
+                set(dir, "num_hidden_layers", Value::from(1));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::LayerCount { claimed: 1, .. }),
+            names: &[
+                "m/config.json",
+                "`num_hidden_layers` is 1",
+                "holds 2 layer(s)",
+            ],
+        },
+        BadCase {
+            name: "sharded set with a config claiming a billion layers",
+            breaks: |dir| {
+                shard_folder(dir);
+                set(dir, "num_hidden_layers", Value::from(1_000_000_000u64));
+                vec![]
+            },
+            is: |e, dir, _| matches!(e, CheckpointError::LayerCount { weights, .. } if weights == &dir.join(INDEX)),
+            names: &["m/config.json", "`num_hidden_layers` is 1000000000", INDEX],
+        },
+        BadCase {
+            name: "missing weights file",
+            breaks: |dir| {
+                std::fs::remove_file(weights(dir)).unwrap();
+                std::fs::write(dir.join("pytorch_model.bin"), b"not read").unwrap();
+                vec![]
+            },
+            is: |e, dir, _| matches!(e, CheckpointError::MissingWeights { path } if path == dir),
+            names: &["no model.safetensors", "convert .bin"],
+        },
+        BadCase {
+            name: "file shorter than its length prefix",
+            breaks: |dir| {
+                std::fs::write(weights(dir), [1u8, 2, 3]).unwrap();
+                vec![]
+            },
+            is: |e, _, _| {
+                matches!(
+                    e,
+                    CheckpointError::Truncated {
+                        len: 3,
+                        needed: 8,
+                        ..
+                    }
+                )
+            },
+            names: &["m/model.safetensors", "truncated", "8-byte header length"],
+        },
+        BadCase {
+            name: "file shorter than its header length",
+            breaks: |dir| {
+                let bytes = std::fs::read(weights(dir)).unwrap();
+                let n = header_len(&weights(dir));
+                std::fs::write(weights(dir), &bytes[..8 + n as usize / 2]).unwrap();
+                vec![format!("{n}-byte header")]
+            },
+            is: |e, dir, _| {
+                matches!(e, CheckpointError::Truncated { path, needed, .. }
+                    if path == &weights(dir) && *needed == 8 + header_len(&weights(dir)))
+            },
+            names: &["m/model.safetensors", "truncated"],
+        },
+        BadCase {
+            name: "header length absurd",
+            breaks: |dir| {
+                let mut bytes = std::fs::read(weights(dir)).unwrap();
+                bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+                std::fs::write(weights(dir), &bytes).unwrap();
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Header { .. }),
+            names: &["m/model.safetensors", "exceeds"],
+        },
+        BadCase {
+            name: "header not valid JSON",
+            breaks: |dir| {
+                let mut bytes = std::fs::read(weights(dir)).unwrap();
+                // Break the JSON without changing its length: the closing brace becomes a comma.
+                let n = header_len(&weights(dir)) as usize;
+                let close = 8 + bytes[8..8 + n].iter().rposition(|&b| b == b'}').unwrap();
+                bytes[close] = b',';
+                std::fs::write(weights(dir), &bytes).unwrap();
+                vec![]
+            },
+            is: |e, dir, _| matches!(e, CheckpointError::Header { path, .. } if path == &weights(dir)),
+            names: &["m/model.safetensors", "header is not valid JSON"],
+        },
+        BadCase {
+            name: "header entry malformed",
+            breaks: |dir| {
+                edit_weights(dir, |st| {
+                    st.entry(WORD).insert("shape".into(), Value::from("50x16"));
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Tensor { tensor, .. } if tensor == WORD),
+            names: &["m/model.safetensors", WORD, "no array `shape`"],
+        },
+        BadCase {
+            name: "tensor offsets outside the data",
+            breaks: |dir| {
+                let st = RawSt::read(&weights(dir));
+                let ((b, e), len) = (st.offsets(WORD), st.data.len());
+                set_offsets(dir, WORD, b + len, e + len);
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Tensor { tensor, .. } if tensor == WORD),
+            names: &["m/model.safetensors", WORD, "outside the data section"],
+        },
+        BadCase {
+            name: "data section cut short",
+            breaks: |dir| {
+                let mut st = RawSt::read(&weights(dir));
+                let last = st
+                    .names()
+                    .into_iter()
+                    .max_by_key(|n| st.offsets(n).1)
+                    .unwrap();
+                st.data.truncate(st.data.len() - 4);
+                st.write(&weights(dir));
+                vec![last]
+            },
+            is: |e, _, found| matches!(e, CheckpointError::Tensor { tensor, .. } if *tensor == found[0]),
+            names: &["m/model.safetensors", "file truncated?"],
+        },
+        BadCase {
+            name: "tensor offsets of the wrong size",
+            breaks: |dir| {
+                let (b, e) = RawSt::read(&weights(dir)).offsets(WORD);
+                set_offsets(dir, WORD, b, e - 4);
+                vec![format!("hold {} bytes", e - 4 - b)]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Tensor { tensor, .. } if tensor == WORD),
+            names: &[WORD, "needs 3200"],
+        },
+        BadCase {
+            name: "tensor offsets backwards",
+            breaks: |dir| {
+                let (b, e) = RawSt::read(&weights(dir)).offsets(WORD);
+                set_offsets(dir, WORD, e, b);
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Tensor { tensor, .. } if tensor == WORD),
+            names: &[WORD, "run backwards"],
+        },
+        BadCase {
+            name: "tensor offsets overlapping",
+            breaks: |dir| {
+                // Two tensors of the same size; the second is made to point into the first's bytes.
+                let (b, e) = RawSt::read(&weights(dir)).offsets("bert.embeddings.LayerNorm.weight");
+                set_offsets(dir, "bert.embeddings.LayerNorm.bias", b, e);
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Tensor { .. }),
+            names: &[
+                "m/model.safetensors",
+                "bert.embeddings.LayerNorm.weight",
+                "bert.embeddings.LayerNorm.bias",
+                "overlap",
+            ],
+        },
+        BadCase {
+            name: "unknown dtype",
+            breaks: |dir| {
+                edit_weights(dir, |st| {
+                    st.entry(FFN_IN).insert("dtype".into(), Value::from("F4"));
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Tensor { tensor, .. } if tensor == FFN_IN),
+            names: &["m/model.safetensors", FFN_IN, "unknown dtype `F4`"],
+        },
+        BadCase {
+            name: "weight of an integer dtype",
+            breaks: |dir| {
+                // Same byte count, so the header is valid; the loader refuses integers as weights.
+                edit_weights(dir, |st| {
+                    st.entry(FFN_IN).insert("dtype".into(), Value::from("I32"));
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Tensor { tensor, .. } if tensor == FFN_IN),
+            names: &[FFN_IN, "dtype I32 is not a float type"],
+        },
+        BadCase {
+            name: "tensor shape contradicts config",
+            breaks: |dir| {
+                set(dir, "intermediate_size", Value::from(48));
+                vec![]
+            },
+            is: |e, dir, _| {
+                matches!(e, CheckpointError::Shape { path, tensor, found, expected }
+                    if path == &weights(dir) && tensor == FFN_IN
+                        && found == &[32, 16] && expected == &[48, 16])
+            },
+            names: &["m/model.safetensors", FFN_IN, "[32, 16]", "[48, 16]"],
+        },
+        BadCase {
+            name: "required tensor missing",
+            breaks: |dir| {
+                edit_weights(dir, |st| {
+                    st.remove("bert.encoder.layer.1.attention.self.key.bias")
+                });
+                vec![]
+            },
+            is: |e, dir, _| {
+                matches!(e, CheckpointError::MissingTensor { tensor, path }
+                    if tensor == "bert.encoder.layer.1.attention.self.key.bias" && path == &weights(dir))
+            },
+            names: &[
+                "m/model.safetensors",
+                "bert.encoder.layer.1.attention.self.key.bias",
+                "required tensor",
+            ],
+        },
+        BadCase {
+            name: "untied config without a decoder",
+            breaks: |dir| {
+                set(dir, "tie_word_embeddings", Value::from(false));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::MissingTensor { tensor, .. } if tensor == "cls.predictions.decoder.weight"),
+            names: &["cls.predictions.decoder.weight"],
+        },
+        BadCase {
+            name: "NaN in a weight",
+            breaks: |dir| poison(dir, f32::NAN),
+            is: is_two_bad_values,
+            names: &["m/model.safetensors", POISONED, "2 non-finite", "NaN"],
+        },
+        BadCase {
+            name: "infinity in a weight",
+            breaks: |dir| poison(dir, f32::INFINITY),
+            is: is_two_bad_values,
+            names: &["m/model.safetensors", POISONED, "2 non-finite", "inf"],
+        },
+        BadCase {
+            name: "NaN in an F16 weight",
+            breaks: |dir| {
+                std::fs::remove_dir_all(dir).unwrap();
+                write_model(&Model::Bert(small_bert(2)), dir, Dtype::F16);
+                edit_weights(dir, |st| {
+                    st.bytes_mut(WORD)[0..2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::NonFinite { tensor, index: 0, .. } if tensor == WORD),
+            names: &[WORD],
+        },
+        BadCase {
+            name: "unexpected extra tensor",
+            breaks: |dir| {
+                edit_weights(dir, |st| st.add(EXTRA, "F32", &[4], &[0u8; 16]));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::UnexpectedTensor { tensor, family: "BERT", .. } if tensor == EXTRA),
+            names: &[
+                "m/model.safetensors",
+                EXTRA,
+                "not part of a BERT checkpoint",
+            ],
+        },
+        BadCase {
+            name: "shard index pointing at a missing shard",
+            breaks: |dir| {
+                let [_, second] = shard_folder(dir);
+                std::fs::remove_file(dir.join(&second)).unwrap();
+                vec![second]
+            },
+            is: |e, dir, found| {
+                matches!(e, CheckpointError::MissingShard { path, shard, tensor }
+                    if path == &dir.join(INDEX) && *shard == found[0] && e.to_string().contains(tensor.as_str()))
+            },
+            names: &["m/model.safetensors.index.json", "does not exist"],
+        },
+        BadCase {
+            name: "shard index not JSON",
+            breaks: |dir| {
+                shard_folder(dir);
+                std::fs::write(dir.join(INDEX), "{\"weight_map\": ").unwrap();
+                vec![]
+            },
+            is: |e, dir, _| matches!(e, CheckpointError::Json { path, .. } if path == &dir.join(INDEX)),
+            names: &[INDEX, "malformed JSON"],
+        },
+        BadCase {
+            name: "shard index without weight_map",
+            breaks: |dir| {
+                shard_folder(dir);
+                std::fs::write(dir.join(INDEX), "{\"metadata\": {}}").unwrap();
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigField { field, .. } if field == "weight_map"),
+            names: &[INDEX, "`weight_map`"],
+        },
+        BadCase {
+            name: "shard index placing a tensor in the wrong shard",
+            breaks: |dir| {
+                let mut wrong = String::new();
+                edit_index(dir, |v, [first, second]| {
+                    let held = v["weight_map"][WORD].as_str().unwrap();
+                    wrong = if held == first.as_str() {
+                        second
+                    } else {
+                        first
+                    }
+                    .clone();
+                    v["weight_map"][WORD] = Value::from(wrong.as_str());
+                });
+                vec![wrong]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::MissingTensor { tensor, .. } if tensor == WORD),
+            names: &[WORD],
+        },
+        BadCase {
+            name: "shard name that is not a plain file name",
+            breaks: |dir| {
+                edit_index(dir, |v, _| {
+                    v["weight_map"][WORD] = Value::from("../elsewhere.safetensors");
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigInvalid { .. }),
+            names: &[INDEX, "not a plain file name", WORD],
+        },
+        BadCase {
+            name: "tensor stored in two shards",
+            breaks: |dir| {
+                let [first, second] = shard_folder(dir);
+                // Copy one tensor of the first shard into the second as well.
+                let a = RawSt::read(&dir.join(&first));
+                let name = a.names()[0].clone();
+                let e = a.header[&name].clone();
+                let mut b = RawSt::read(&dir.join(&second));
+                let shape: Vec<usize> = serde_json::from_value(e["shape"].clone()).unwrap();
+                b.add(&name, e["dtype"].as_str().unwrap(), &shape, a.bytes(&name));
+                b.write(&dir.join(&second));
+                vec![name, first]
+            },
+            is: |e, _, found| matches!(e, CheckpointError::Tensor { tensor, .. } if *tensor == found[0]),
+            names: &["also stored in"],
+        },
+    ]
+}
+
+const POISONED: &str = "bert.encoder.layer.1.output.dense.weight";
+const EXTRA: &str = "bert.encoder.layer.0.attention.self.rotary.weight";
+
+/// Writes `bad` at flat indices 7 and 9 of [`POISONED`].
+fn poison(dir: &Path, bad: f32) -> Vec<String> {
+    edit_weights(dir, |st| {
+        st.bytes_mut(POISONED)[4 * 7..4 * 8].copy_from_slice(&bad.to_le_bytes());
+        st.bytes_mut(POISONED)[4 * 9..4 * 10].copy_from_slice(&bad.to_le_bytes());
+    });
+    vec![]
+}
+
+fn is_two_bad_values(e: &CheckpointError, _: &Path, _: &[String]) -> bool {
+    matches!(e, CheckpointError::NonFinite { tensor, count: 2, index: 7, .. } if tensor == POISONED)
 }
 
 #[test]
-fn tensor_stored_in_two_shards() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = valid_bert_dir(tmp.path(), "m");
-    let [first, second] = shard_folder(&dir);
-    // Copy one tensor of the first shard into the second as well.
-    let a = RawSt::read(&dir.join(&first));
-    let name = a.names()[0].clone();
-    let e = a.header[&name].clone();
-    let mut b = RawSt::read(&dir.join(&second));
-    let shape: Vec<usize> = serde_json::from_value(e["shape"].clone()).unwrap();
-    b.add(&name, e["dtype"].as_str().unwrap(), &shape, a.bytes(&name));
-    b.write(&dir.join(&second));
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Tensor { tensor, .. } if *tensor == name));
-    assert_names(&msg, &[&name, "also stored in", &first]);
+fn every_bad_input_gets_its_own_error_naming_file_and_reason() {
+    check_bad_cases(valid_bert_dir, &bert_cases());
 }
+
+/// A model built in memory, to be written; nothing to carry unless `carry` names it.
+fn in_memory(bert: Bert, root: &Path, carry: &[&str]) -> ModelDir {
+    let carry = carry.iter().map(PathBuf::from).collect();
+    ModelDir::new(root.into(), Model::Bert(bert), Dtype::F32, carry)
+}
+
+const OVERWRITE: WriteOptions = WriteOptions {
+    dtype: None,
+    overwrite: true,
+};
 
 #[test]
 fn existing_folder_without_overwrite_is_untouched() {
@@ -576,18 +541,10 @@ fn existing_folder_without_overwrite_is_untouched() {
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "mine").unwrap();
-    let md = ModelDir::new(
-        tmp.path().into(),
-        Model::Bert(small_bert(3)),
-        bert2bert_checkpoint::Dtype::F32,
-        vec![],
-    );
+    let md = in_memory(small_bert(3), tmp.path(), &[]);
     let err = md.write(&out, &WriteOptions::default()).unwrap_err();
     assert!(matches!(&err, CheckpointError::OutputExists { path } if path == &out));
-    assert!(
-        err.to_string()
-            .contains("out: output folder already exists")
-    );
+    assert_names(&err.to_string(), &["out: output folder already exists"]);
     assert_eq!(listing(&out), ["keep.txt"]);
     assert_eq!(
         std::fs::read_to_string(out.join("keep.txt")).unwrap(),
@@ -600,60 +557,48 @@ fn existing_folder_without_overwrite_is_untouched() {
 fn failed_write_leaves_no_partial_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-
     // A model whose shapes contradict its config.
-    let mut b = small_bert(4);
-    b.config.intermediate_size = 40;
-    let md = ModelDir::new(
-        tmp.path().into(),
-        Model::Bert(b),
-        bert2bert_checkpoint::Dtype::F32,
-        vec![],
-    );
-    let err = md.write(&out, &WriteOptions::default()).unwrap_err();
-    let CheckpointError::NotWritten { path, source } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(path, &out);
-    assert!(matches!(**source, CheckpointError::InvalidModel(_)));
-    assert_names(
-        &err.to_string(),
-        &[
-            "out: not written",
-            "bert.encoder.layer.0.intermediate.dense.weight",
-            "[32, 16]",
-            "[40, 16]",
-        ],
-    );
-    assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
-
+    let mut wrong_shape = small_bert(4);
+    wrong_shape.config.intermediate_size = 40;
     // A NaN weight at write time, deep in the tensor list.
-    let mut b = small_bert(4);
-    b.layers[1].output.weight[[3, 5]] = f32::NAN;
-    let md = ModelDir::new(
-        tmp.path().into(),
-        Model::Bert(b),
-        bert2bert_checkpoint::Dtype::F32,
-        vec![],
-    );
-    let err = md.write(&out, &WriteOptions::default()).unwrap_err();
-    let t = "bert.encoder.layer.1.output.dense.weight";
-    assert!(
-        matches!(&err, CheckpointError::NonFinite { tensor, path, .. } if tensor == t && path == &out.join("model.safetensors"))
-    );
-    assert_names(&err.to_string(), &["out/model.safetensors", t, "NaN"]);
-    assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
-
-    // A file to carry through that vanished: fails mid-write, after the weights.
-    let md = ModelDir::new(
-        tmp.path().into(),
-        Model::Bert(small_bert(4)),
-        bert2bert_checkpoint::Dtype::F32,
-        vec!["tokenizer.json".into()],
-    );
-    let err = md.write(&out, &WriteOptions::default()).unwrap_err();
-    assert!(matches!(&err, CheckpointError::Io { path, .. } if path.ends_with("tokenizer.json")));
-    assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
+    let mut nan = small_bert(4);
+    nan.layers[1].output.weight[[3, 5]] = f32::NAN;
+    type Check = fn(&CheckpointError, &Path) -> bool;
+    let cases: [(Bert, &[&str], Check, &[&str]); 3] = [
+        (
+            wrong_shape,
+            &[],
+            |e, out| {
+                matches!(e, CheckpointError::NotWritten { path, source }
+                    if path == out && matches!(**source, CheckpointError::InvalidModel(_)))
+            },
+            &["out: not written", FFN_IN, "[32, 16]", "[40, 16]"],
+        ),
+        (
+            nan,
+            &[],
+            |e, out| {
+                matches!(e, CheckpointError::NonFinite { tensor, path, .. }
+                    if tensor == POISONED && path == &out.join("model.safetensors"))
+            },
+            &["out/model.safetensors", POISONED, "NaN"],
+        ),
+        // A file to carry through that vanished: fails mid-write, after the weights.
+        (
+            small_bert(4),
+            &["tokenizer.json"],
+            |e, _| matches!(e, CheckpointError::Io { path, .. } if path.ends_with("tokenizer.json")),
+            &["tokenizer.json"],
+        ),
+    ];
+    for (bert, carry, is, names) in cases {
+        let err = in_memory(bert, tmp.path(), carry)
+            .write(&out, &WriteOptions::default())
+            .unwrap_err();
+        assert!(is(&err, &out), "{err:?}");
+        assert_names(&err.to_string(), names);
+        assert!(listing(tmp.path()).is_empty(), "{:?}", listing(tmp.path()));
+    }
 }
 
 #[test]
@@ -663,17 +608,9 @@ fn failed_overwrite_keeps_the_old_folder() {
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
     let mut b = small_bert(5);
     b.embeddings.word[[0, 0]] = f32::INFINITY;
-    let md = ModelDir::new(
-        tmp.path().into(),
-        Model::Bert(b),
-        bert2bert_checkpoint::Dtype::F32,
-        vec![],
-    );
-    let opts = WriteOptions {
-        overwrite: true,
-        ..Default::default()
-    };
-    let err = md.write(&out, &opts).unwrap_err();
+    let err = in_memory(b, tmp.path(), &[])
+        .write(&out, &OVERWRITE)
+        .unwrap_err();
     assert!(matches!(&err, CheckpointError::NonFinite { tensor, .. } if tensor == WORD));
     assert_eq!(
         std::fs::read(out.join("model.safetensors")).unwrap(),
@@ -687,29 +624,95 @@ fn overwrite_replaces_the_folder_whole() {
     let tmp = tempfile::tempdir().unwrap();
     let out = valid_bert_dir(tmp.path(), "out");
     std::fs::write(out.join("stale.txt"), "from the old model").unwrap();
-    let new = Model::Bert(small_bert(6));
-    let md = ModelDir::new(
-        tmp.path().into(),
-        new.clone(),
-        bert2bert_checkpoint::Dtype::F32,
-        vec![],
-    );
-    let opts = WriteOptions {
-        overwrite: true,
-        ..Default::default()
-    };
-    md.write(&out, &opts).unwrap();
+    let new = small_bert(6);
+    in_memory(new.clone(), tmp.path(), &[])
+        .write(&out, &OVERWRITE)
+        .unwrap();
     assert_eq!(
         listing(&out),
         ["config.json", "model.safetensors"],
         "stale file gone"
     );
     let read = read_model_dir(&out).unwrap();
-    assert_eq!(read.model.named_tensors(), new.named_tensors());
+    assert_eq!(read.model.named_tensors(), Model::Bert(new).named_tensors());
     assert_eq!(
         listing(tmp.path()),
         ["out"],
         "no temporary or old copy left behind"
+    );
+}
+
+/// A process id that was just in use and is not any more.
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A temporary of a writer of `out` as `AtomicDir` names it, with one file in it.
+fn temporary(root: &Path, pid: u32, suffix: &str) -> PathBuf {
+    let dir = root.join(format!(".out.tmp-{pid}-0{suffix}"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"half written").unwrap();
+    dir
+}
+
+#[test]
+fn temporaries_of_killed_writers_are_removed_by_the_next_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = dead_pid();
+    // A writer that still runs (not this process: its own temporaries reuse its names).
+    let mut running = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let live = running.id();
+    temporary(tmp.path(), dead, "");
+    temporary(tmp.path(), live, "");
+    // Another output's temporary, and a name that only looks alike: not ours to remove.
+    std::fs::create_dir(tmp.path().join(format!(".other.tmp-{dead}-0"))).unwrap();
+    std::fs::create_dir(tmp.path().join(format!(".out.tmp-{dead}-x"))).unwrap();
+    let out = tmp.path().join("out");
+    in_memory(small_bert(7), tmp.path(), &[])
+        .write(&out, &WriteOptions::default())
+        .unwrap();
+    assert_eq!(
+        listing(tmp.path()),
+        [
+            format!(".other.tmp-{dead}-0"),
+            format!(".out.tmp-{dead}-x"),
+            format!(".out.tmp-{live}-0"),
+            "out".into(),
+        ],
+        "the dead writer's temporary is gone, the live one's kept"
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+}
+
+#[test]
+fn an_output_moved_aside_by_a_killed_commit_is_put_back() {
+    // Killed between the two renames of an overwrite: the old output sits in `.old`, the new one
+    // in its temporary, and `out` is missing. The next run restores the old one first.
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = dead_pid();
+    let old = valid_bert_dir(tmp.path(), "old");
+    let before = std::fs::read(weights(&old)).unwrap();
+    std::fs::rename(&old, tmp.path().join(format!(".out.tmp-{dead}-0.old"))).unwrap();
+    temporary(tmp.path(), dead, "");
+    let out = tmp.path().join("out");
+    let cleaned = AtomicDir::clean_stale(&out);
+    assert_eq!(cleaned.len(), 2, "{cleaned:?}");
+    assert_eq!(listing(tmp.path()), ["out"]);
+    assert_eq!(std::fs::read(weights(&out)).unwrap(), before);
+    // So a write without overwrite now refuses, as it would have before the kill.
+    let err = in_memory(small_bert(8), tmp.path(), &[])
+        .write(&out, &WriteOptions::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::OutputExists { .. }),
+        "{err:?}"
     );
 }
 
@@ -719,10 +722,10 @@ fn empty_tensor_with_huge_dims_is_refused_not_a_panic() {
     // cannot represent the shape. Found by review of the fuzz target; fixed in the parser.
     let tmp = tempfile::tempdir().unwrap();
     let dir = valid_bert_dir(tmp.path(), "m");
-    let mut st = RawSt::read(&weights(&dir));
     let big = 1usize << 62;
-    st.add("bert.embeddings.position_ids", "F32", &[0, big, big], &[]);
-    st.write(&weights(&dir));
+    edit_weights(&dir, |st| {
+        st.add("bert.embeddings.position_ids", "F32", &[0, big, big], &[])
+    });
     let store = bert2bert_checkpoint::safetensors::TensorStore::open_dir(&dir)
         .map(|s| s.read_f32("bert.embeddings.position_ids").map(|_| ()));
     let err = match store {

@@ -356,102 +356,112 @@ fn explicit_n_inner_and_config_round_trip() {
     assert_eq!(j["activation_function"], "gelu_new");
 }
 
+const FC: &str = "transformer.h.0.mlp.c_fc.weight";
+const LN_2: &str = "transformer.h.1.ln_2.bias";
+const Q_ATTN: &str = "transformer.h.0.attn.q_attn.weight";
+
 #[test]
 fn gpt2_bad_input() {
+    let cases = [
+        BadCase {
+            name: "required field missing",
+            breaks: |dir| {
+                edit_config(dir, |c| {
+                    c.remove("n_embd");
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigField { field, .. } if field == "n_embd"),
+            names: &["m/config.json", "`n_embd`"],
+        },
+        BadCase {
+            name: "hidden size not divisible by heads",
+            breaks: |dir| {
+                set(dir, "n_head", Value::from(3));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::ConfigInvalid { .. }),
+            names: &["m/config.json", "n_embd 8 is not divisible by n_head 3"],
+        },
+        BadCase {
+            name: "n_inner contradicts the tensors",
+            breaks: |dir| {
+                set(dir, "n_inner", Value::from(24));
+                vec![]
+            },
+            is: |e, _, _| {
+                matches!(e, CheckpointError::Shape { tensor, found, expected, .. }
+                    if tensor == FC && found == &[8, 32] && expected == &[8, 24])
+            },
+            names: &["m/model.safetensors", FC],
+        },
+        BadCase {
+            name: "a billion layers claimed over two (issue 11: once an abort)",
+            breaks: |dir| {
+                set(dir, "n_layer", Value::from(1_000_000_000u64));
+                vec![]
+            },
+            is: |e, dir, _| {
+                matches!(e, CheckpointError::LayerCount { path, field: "n_layer", claimed: 1_000_000_000, .. }
+                    if path == &dir.join("config.json"))
+            },
+            names: &[
+                "m/config.json",
+                "`n_layer` is 1000000000",
+                "m/model.safetensors holds 2 layer(s) (transformer.h.0 to transformer.h.1)",
+            ],
+        },
+        BadCase {
+            name: "unsupported activation",
+            breaks: |dir| {
+                set(dir, "activation_function", Value::from("silu"));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Unsupported { .. }),
+            names: &["m/config.json", "activation_function `silu`"],
+        },
+        BadCase {
+            name: "cross-attention",
+            breaks: |dir| {
+                set(dir, "add_cross_attention", Value::from(true));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::Unsupported { .. }),
+            names: &["m/config.json", "cross-attention"],
+        },
+        BadCase {
+            name: "required tensor missing",
+            breaks: |dir| {
+                edit_weights(dir, |st| st.remove(LN_2));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::MissingTensor { tensor, .. } if tensor == LN_2),
+            names: &["m/model.safetensors", LN_2],
+        },
+        BadCase {
+            name: "unexpected tensor",
+            breaks: |dir| {
+                edit_weights(dir, |st| st.add(Q_ATTN, "F32", &[2], &[0u8; 8]));
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::UnexpectedTensor { family: "GPT-2", tensor, .. } if tensor == Q_ATTN),
+            names: &["m/model.safetensors", Q_ATTN, "GPT-2"],
+        },
+        BadCase {
+            name: "NaN in a weight",
+            breaks: |dir| {
+                edit_weights(dir, |st| {
+                    st.bytes_mut(C_ATTN)[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+                });
+                vec![]
+            },
+            is: |e, _, _| matches!(e, CheckpointError::NonFinite { tensor, index: 10, .. } if tensor == C_ATTN),
+            names: &["m/model.safetensors", C_ATTN, "NaN"],
+        },
+    ];
+    check_bad_cases(valid_gpt2_dir, &cases);
+
     let tmp = tempfile::tempdir().unwrap();
-    let fresh = |name: &str| valid_gpt2_dir(tmp.path(), name);
-
-    let dir = fresh("no-field");
-    edit_config(&dir, |c| {
-        c.remove("n_embd");
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::ConfigField { field, .. } if field == "n_embd"));
-    assert_names(&msg, &["no-field/config.json", "`n_embd`"]);
-
-    let dir = fresh("heads");
-    edit_config(&dir, |c| {
-        c.insert("n_head".into(), Value::from(3));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::ConfigInvalid { .. }));
-    assert_names(
-        &msg,
-        &["heads/config.json", "n_embd 8 is not divisible by n_head 3"],
-    );
-
-    let dir = fresh("inner");
-    edit_config(&dir, |c| {
-        c.insert("n_inner".into(), Value::from(24));
-    });
-    let (err, msg) = read_err(&dir);
-    let fc = "transformer.h.0.mlp.c_fc.weight";
-    assert!(
-        matches!(&err, CheckpointError::Shape { tensor, found, expected, .. }
-        if tensor == fc && found == &[8, 32] && expected == &[8, 24])
-    );
-    assert_names(&msg, &["inner/model.safetensors", fc]);
-
-    let dir = fresh("act");
-    edit_config(&dir, |c| {
-        c.insert("activation_function".into(), Value::from("silu"));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Unsupported { .. }));
-    assert_names(&msg, &["act/config.json", "activation_function `silu`"]);
-
-    let dir = fresh("cross");
-    edit_config(&dir, |c| {
-        c.insert("add_cross_attention".into(), Value::from(true));
-    });
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(&err, CheckpointError::Unsupported { .. }));
-    assert_names(&msg, &["cross/config.json", "cross-attention"]);
-
-    let dir = fresh("missing");
-    let mut st = RawSt::read(&weights(&dir));
-    st.remove("transformer.h.1.ln_2.bias");
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::MissingTensor { tensor, .. } if tensor == "transformer.h.1.ln_2.bias")
-    );
-    assert_names(
-        &msg,
-        &["missing/model.safetensors", "transformer.h.1.ln_2.bias"],
-    );
-
-    let dir = fresh("extra");
-    let mut st = RawSt::read(&weights(&dir));
-    st.add("transformer.h.0.attn.q_attn.weight", "F32", &[2], &[0u8; 8]);
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(matches!(
-        &err,
-        CheckpointError::UnexpectedTensor {
-            family: "GPT-2",
-            ..
-        }
-    ));
-    assert_names(
-        &msg,
-        &[
-            "extra/model.safetensors",
-            "transformer.h.0.attn.q_attn.weight",
-            "GPT-2",
-        ],
-    );
-
-    let dir = fresh("nan");
-    let mut st = RawSt::read(&weights(&dir));
-    st.bytes_mut(C_ATTN)[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
-    st.write(&weights(&dir));
-    let (err, msg) = read_err(&dir);
-    assert!(
-        matches!(&err, CheckpointError::NonFinite { tensor, index: 10, .. } if tensor == C_ATTN)
-    );
-    assert_names(&msg, &["nan/model.safetensors", C_ATTN, "NaN"]);
-
     // A bad write: a block whose fused c_attn lost its V columns.
     let mut g = small_gpt2(6);
     let cut = g.blocks[0].c_attn.weight.slice(s![.., 0..16]).to_owned();

@@ -240,6 +240,19 @@ fn bad_input_is_refused_naming_file_tensor_and_reason() {
         CheckpointError::UnexpectedTensor { tensor, .. } => assert!(tensor.ends_with(".bias")),
         e => panic!("{e}"),
     }
+    // A config claiming a billion layers over a two-layer file: refused from the headers,
+    // naming the field, before anything the size of the claim is allocated.
+    let d = copy_fixture("hf-llama-tiny", &tmp.path().join("l"));
+    edit_config(&d, |c| {
+        c.insert("num_hidden_layers".into(), 1_000_000_000.into());
+    });
+    let e = LlamaSource::open(&d).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, CheckpointError::LayerCount { .. }), "{msg}");
+    assert!(
+        msg.contains("num_hidden_layers") && msg.contains("config.json"),
+        "{msg}"
+    );
     // Unsupported activation, bad head counts.
     for (field, value, needle) in [
         ("hidden_act", Value::from("gelu"), "hidden_act `gelu`"),

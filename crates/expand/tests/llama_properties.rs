@@ -289,3 +289,51 @@ fn identity_blocks_write_nothing_and_mqa_grows() {
     let v = verify_llama(&src, &g, &verify_opts()).unwrap();
     assert!(v.exact, "{v}");
 }
+
+#[test]
+fn stack_and_interleave_copy_the_width_grown_layers_in_their_order() {
+    // 2 -> 5 layers at a non-integer width ratio with Qwen3's q/k norms and a changed group
+    // size: every grown layer is, tensor for tensor, the width-grown copy of the source layer
+    // the rule names (stack 0 1 0 1 1, interleave 0 0 1 1 1), and the added layers are reported.
+    let c = LlamaConfig::new(LlamaKind::Qwen3, 31, 12, 2, 4, 2, 4, 20, false);
+    let src = Llama::random(&c, Init::TEST, 9);
+    let wide = LlamaTarget {
+        layers: 2,
+        hidden: 17,
+        heads: 6,
+        kv_heads: 2,
+        intermediate: 27,
+    };
+    let deep = LlamaTarget { layers: 5, ..wide };
+    let base = GrowOptions {
+        map: MapKind::Exact,
+        ..GrowOptions::default()
+    };
+    let w = grow(&src, &wide, &base);
+    for (depth, order) in [
+        (Depth::Stack, [0, 1, 0, 1, 1]),
+        (Depth::Interleave, [0, 0, 1, 1, 1]),
+    ] {
+        let opts = GrowOptions { depth, ..base };
+        let plan = LlamaPlan::new(&src, &deep, &opts).unwrap();
+        assert_eq!(plan.layer_order(), order, "{depth}");
+        let report = plan.report();
+        assert!(!report.expected_exact, "{depth}: added layers are not exact");
+        assert!(report.to_string().contains("3 layers added"), "{report}");
+        let g = plan.build().unwrap();
+        assert_eq!(g.config.num_hidden_layers, 5);
+        for (l, &s) in order.iter().enumerate() {
+            for part in [Part::InputNorm, Part::Q, Part::K, Part::V, Part::O, Part::QNorm] {
+                assert_eq!(g.get(Role::Layer(l, part)), w.get(Role::Layer(s, part)), "{depth} {l}");
+            }
+            for part in [Part::PostNorm, Part::Gate, Part::Up, Part::Down] {
+                assert_eq!(g.get(Role::Layer(l, part)), w.get(Role::Layer(s, part)), "{depth} {l}");
+            }
+        }
+        assert_eq!(g.get(Role::Embed), w.get(Role::Embed));
+        assert_eq!(g.get(Role::LmHead), w.get(Role::LmHead));
+    }
+    // The width part alone preserves the function.
+    let v = verify_llama(&src, &w, &verify_opts()).unwrap();
+    assert!(v.exact, "{v}");
+}

@@ -43,6 +43,9 @@ pub enum TrainError {
         /// The step.
         step: usize,
     },
+    /// The CUDA device could not be opened.
+    #[error("cannot open CUDA device 0 (build with `--features cuda`, see docs/gpu.md)")]
+    NoCuda(#[source] candle_core::Error),
     /// The data pipeline failed.
     #[error("data: {0}")]
     Data(String),

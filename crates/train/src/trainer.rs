@@ -417,6 +417,42 @@ pub struct TrainerState {
     pub optimizer_steps: BTreeMap<String, u64>,
 }
 
+impl TrainerState {
+    /// The run's totals at this checkpoint.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            step: self.step,
+            tokens: self.tokens,
+            flops: self.flops,
+            wall_s: self.wall_s,
+        }
+    }
+}
+
+/// The running totals of a run: where a run that continues it starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Counters {
+    /// Steps done.
+    pub step: usize,
+    /// Tokens processed.
+    pub tokens: u64,
+    /// Training FLOPs spent.
+    pub flops: u64,
+    /// Wall-clock seconds of training.
+    pub wall_s: f64,
+}
+
+/// What a run continues (see [`Trainer::continuing`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Continuation<'a> {
+    /// The totals of the run continued: step, tokens, FLOPs and wall time go on from them.
+    pub counters: Counters,
+    /// Its metrics log: the lines up to `counters.step` start the new run's log.
+    pub metrics: &'a [Metrics],
+    /// The held-out set, on which the new weights are evaluated at `counters.step`.
+    pub eval: &'a [Batch],
+}
+
 /// File names inside a checkpoint folder (besides the Hugging Face files).
 pub const STATE_FILE: &str = "trainer_state.json";
 /// Optimizer moments inside a checkpoint folder.
@@ -481,6 +517,66 @@ impl Trainer {
             wall_s: 0.0,
             pending: (0.0, 0),
         })
+    }
+
+    /// A run of new weights `params` that continues another run's counters, e.g. StackBERT's
+    /// stacked phase: fresh optimizer moments, while the step (and with it the learning-rate
+    /// schedule and every per-step draw), tokens, FLOPs and wall time go on from
+    /// `from.counters`. Writes a consistent start into `out`, replacing what an earlier
+    /// attempt left there: `metrics.jsonl` holds the continued run's lines up to that step and
+    /// the new weights' held-out loss at it, the first checkpoint is at that step (so the run
+    /// resumes like any other), and no final model.
+    pub fn continuing(
+        cfg: TrainConfig,
+        params: impl Into<ModelParams>,
+        device: Device,
+        out: &Path,
+        carry: CarryFiles,
+        from: Continuation<'_>,
+    ) -> Result<Self> {
+        let c = from.counters;
+        if c.step == 0 || c.step > cfg.steps {
+            return Err(TrainError::Config(format!(
+                "a continued run starts after step 0 and within its {} steps, not at step {}",
+                cfg.steps, c.step
+            )));
+        }
+        let mut t = Self::new(cfg, params, device, out, carry)?;
+        let model_dir = out.join(MODEL_DIR);
+        if model_dir.exists() {
+            std::fs::remove_dir_all(&model_dir).map_err(io_err(&model_dir))?;
+        }
+        t.step = c.step;
+        t.tokens = c.tokens;
+        t.flops = c.flops;
+        t.wall_s = c.wall_s;
+        let eval_loss = t.eval_loss(from.eval)?;
+        // The line describes the step just done, as every line does.
+        let last = c.step - 1;
+        let (stage, _) = t.scope_at(last);
+        let first = Metrics {
+            step: c.step,
+            tokens: c.tokens,
+            flops: c.flops,
+            train_loss: None,
+            eval_loss: Some(eval_loss),
+            lr: t.cfg.schedule.lr(last),
+            stage,
+            wall_s: c.wall_s,
+        };
+        let text: String = from
+            .metrics
+            .iter()
+            .filter(|m| m.step <= c.step)
+            .chain(std::iter::once(&first))
+            .map(|m| serde_json::to_string(m).expect("serialisable") + "\n")
+            .collect();
+        let path = out.join(METRICS_FILE);
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        t.save_checkpoint()?;
+        Ok(t)
     }
 
     /// Resumes the run whose output folder is `out` from its latest checkpoint. `cfg`, if given,

@@ -8,8 +8,9 @@ use bert2bert_train::bert::{Params, Scope};
 use bert2bert_train::flops;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{
-    Batch, BatchSource, CHECKPOINT_DIR, CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams,
-    SyntheticBatches, TrainConfig, Trainer, TwoStage, read_metrics, submodel_depths,
+    Batch, BatchSource, CHECKPOINT_DIR, CarryFiles, Continuation, Counters, METRICS_FILE,
+    MODEL_DIR, Metrics, ModelParams, STATE_FILE, SyntheticBatches, TrainConfig, Trainer,
+    TrainerState, TwoStage, eval_loss, read_metrics, submodel_depths,
 };
 use candle_core::Device;
 use std::collections::BTreeMap;
@@ -174,6 +175,129 @@ fn resumed_run_matches_uninterrupted_run() -> anyhow::Result<()> {
         .err()
         .unwrap();
     assert!(err.to_string().contains("different settings"), "{err}");
+    Ok(())
+}
+
+/// A run that continues another's counters with new weights (StackBERT's stacked phase) starts
+/// with a consistent folder: the other run's log up to the step plus the new weights' held-out
+/// loss there, a checkpoint at that step, no final model; trained on in memory it equals the
+/// same start resumed from that checkpoint, bit for bit.
+#[test]
+fn a_continued_run_starts_at_the_counters_and_resumes_exactly() -> anyhow::Result<()> {
+    let cfg = train_config(9, None);
+    let eval = eval_set();
+    // The run continued: 4 of its steps, then stopped (checkpointed).
+    let a = tempfile::tempdir()?;
+    let mut t = trainer(a.path(), cfg.clone(), 4);
+    t.run(&mut source(), &eval, 4, &mut |_| {})?;
+    drop(t);
+    let state: TrainerState = serde_json::from_str(&std::fs::read_to_string(
+        a.path().join(CHECKPOINT_DIR).join(STATE_FILE),
+    )?)?;
+    let counters = state.counters();
+    assert_eq!(counters.step, 4);
+    assert!(counters.tokens > 0 && counters.flops > 0 && counters.wall_s > 0.0);
+    let mut prior = read_metrics(&a.path().join(METRICS_FILE))?;
+    // A line past the step (written after the checkpoint, before a crash) is not carried over.
+    prior.push(Metrics {
+        step: 5,
+        ..prior.last().unwrap().clone()
+    });
+
+    let new_params = || {
+        let bert = Bert::random(&config(), Heads::MLM, Init::FRESH, 8);
+        Params::from_bert(&bert, &Device::Cpu).unwrap()
+    };
+    let start = |dir: &std::path::Path| -> anyhow::Result<Trainer> {
+        // What an earlier attempt may have left.
+        std::fs::create_dir_all(dir.join(MODEL_DIR))?;
+        std::fs::write(dir.join(METRICS_FILE), "stale\n")?;
+        Ok(Trainer::continuing(
+            cfg.clone(),
+            new_params(),
+            Device::Cpu,
+            dir,
+            CarryFiles::default(),
+            Continuation {
+                counters,
+                metrics: &prior,
+                eval: &eval,
+            },
+        )?)
+    };
+    let b = tempfile::tempdir()?;
+    let mut direct = start(b.path())?;
+    assert_eq!(direct.step(), 4);
+    assert!(!b.path().join(MODEL_DIR).exists());
+    let log = read_metrics(&b.path().join(METRICS_FILE))?;
+    assert_eq!(&log[..log.len() - 1], &prior[..prior.len() - 1]);
+    let first = log.last().unwrap();
+    let fresh_loss = eval_loss(&new_params().into(), &eval, &Device::Cpu)?;
+    assert_eq!(
+        first,
+        &Metrics {
+            step: 4,
+            tokens: counters.tokens,
+            flops: counters.flops,
+            train_loss: None,
+            eval_loss: Some(fresh_loss),
+            lr: cfg.schedule.lr(3),
+            stage: 2,
+            wall_s: counters.wall_s,
+        }
+    );
+    let stored: TrainerState = serde_json::from_str(&std::fs::read_to_string(
+        b.path().join(CHECKPOINT_DIR).join(STATE_FILE),
+    )?)?;
+    assert_eq!(stored.counters(), counters);
+    assert_eq!(stored.pending_loss, (0.0, 0));
+    assert!(stored.optimizer_steps.values().all(|&t| t == 0));
+
+    // Trained on directly, and resumed from its first checkpoint: the same run.
+    let mut src = source();
+    src.skip(4)?;
+    direct.run(&mut src, &eval, usize::MAX, &mut |_| {})?;
+    let c = tempfile::tempdir()?;
+    drop(start(c.path())?);
+    let mut resumed = Trainer::resume(c.path(), Some(&cfg), Device::Cpu)?;
+    assert_eq!(resumed.step(), 4);
+    let mut src = source();
+    src.skip(4)?;
+    resumed.run(&mut src, &eval, usize::MAX, &mut |_| {})?;
+    assert_eq!(snapshot(direct.params()), snapshot(resumed.params()));
+    let no_wall = |dir: &std::path::Path| -> anyhow::Result<Vec<Metrics>> {
+        Ok(read_metrics(&dir.join(METRICS_FILE))?
+            .into_iter()
+            .map(|m| Metrics { wall_s: 0.0, ..m })
+            .collect())
+    };
+    let (x, y) = (no_wall(b.path())?, no_wall(c.path())?);
+    assert_eq!(x, y);
+    let steps: Vec<usize> = x.iter().map(|m| m.step).collect();
+    assert_eq!(steps, [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9]);
+    assert!(b.path().join(MODEL_DIR).join("config.json").is_file());
+
+    // A continuation must start inside the run, after step 0.
+    for step in [0, 10] {
+        let err = Trainer::continuing(
+            cfg.clone(),
+            new_params(),
+            Device::Cpu,
+            tempfile::tempdir()?.path(),
+            CarryFiles::default(),
+            Continuation {
+                counters: Counters { step, ..counters },
+                metrics: &prior,
+                eval: &eval,
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains(&format!("not at step {step}")),
+            "{err}"
+        );
+    }
     Ok(())
 }
 

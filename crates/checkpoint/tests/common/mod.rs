@@ -2,6 +2,10 @@
 //! raw safetensors editor to corrupt or reshape them byte by byte.
 #![allow(dead_code)] // each test binary uses a different subset
 
+mod real_checkpoint;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use real_checkpoint::{real_checkpoint, real_checkpoint_from};
+
 use bert2bert_checkpoint::random::{Heads, Init};
 use bert2bert_checkpoint::safetensors::{SafetensorsWriter, TensorSpec};
 use bert2bert_checkpoint::{
@@ -225,4 +229,67 @@ pub fn assert_names(msg: &str, parts: &[&str]) {
     for p in parts {
         assert!(msg.contains(p), "message `{msg}` does not name `{p}`");
     }
+}
+
+/// One bad-input case: how to break a valid folder, the error that must follow, and what its
+/// message must name.
+pub struct BadCase {
+    /// What is broken (names the case when it fails).
+    pub name: &'static str,
+    /// Breaks one thing in the valid folder `dir`; returns message fragments known only then
+    /// (sizes, tensor names).
+    pub breaks: fn(dir: &Path) -> Vec<String>,
+    /// Whether the error is the expected variant with the expected fields, given the folder and
+    /// the fragments `breaks` returned.
+    pub is: fn(err: &CheckpointError, dir: &Path, found: &[String]) -> bool,
+    /// Fragments the message must contain, besides those `breaks` returned.
+    pub names: &'static [&'static str],
+}
+
+/// Runs every case on a fresh valid folder `m` made by `valid`: each must be refused with its
+/// error, and the message must name its fragments.
+pub fn check_bad_cases(valid: fn(&Path, &str) -> PathBuf, cases: &[BadCase]) {
+    for c in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = valid(tmp.path(), "m");
+        let found = (c.breaks)(&dir);
+        let err = match read_model_dir(&dir) {
+            Ok(_) => panic!("{}: bad input was accepted", c.name),
+            Err(e) => e,
+        };
+        assert!((c.is)(&err, &dir, &found), "{}: unexpected {err:?}", c.name);
+        let msg = err.to_string();
+        for part in c
+            .names
+            .iter()
+            .copied()
+            .chain(found.iter().map(String::as_str))
+        {
+            assert!(
+                msg.contains(part),
+                "{}: `{msg}` does not name `{part}`",
+                c.name
+            );
+        }
+    }
+}
+
+/// The length of the JSON header of safetensors file `path`.
+pub fn header_len(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    u64::from_le_bytes(bytes[..8].try_into().unwrap())
+}
+
+/// Sets config field `key` of folder `dir` to `value`.
+pub fn set(dir: &Path, key: &str, value: Value) {
+    edit_config(dir, |c| {
+        c.insert(key.into(), value);
+    });
+}
+
+/// Edits `dir/model.safetensors` (header and data) with `f`.
+pub fn edit_weights(dir: &Path, f: impl FnOnce(&mut RawSt)) {
+    let mut st = RawSt::read(&weights(dir));
+    f(&mut st);
+    st.write(&weights(dir));
 }

@@ -45,6 +45,16 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
     },
+    /// The tokenizer has more tokens than the model's vocabulary.
+    #[error("{path}: the tokenizer has {tokens} tokens, the model's vocabulary only {vocab_size}")]
+    VocabTooLarge {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// Tokens in the tokenizer.
+        tokens: usize,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
     /// Batching parameters that cannot work (sequence too short, stream too short, ...).
     #[error("invalid batching setup: {0}")]
     Invalid(String),

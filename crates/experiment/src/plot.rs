@@ -4,9 +4,9 @@
 //! Text is drawn with the bundled DejaVu Sans (assets/fonts) through plotters' `ab_glyph`
 //! backend, so no system font library is needed.
 
-use super::Method;
-use super::summary::{Point, SettingSummary, Summary};
-use anyhow::Context;
+use crate::ExperimentError;
+use crate::plan::Method;
+use crate::summary::{Point, SettingSummary, Summary};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::path::Path;
@@ -14,15 +14,16 @@ use std::sync::Once;
 
 static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 
-fn register_font() -> anyhow::Result<()> {
+/// What drawing a plot can fail with (plotters' backend errors).
+type DrawResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn register_font() -> Result<(), ExperimentError> {
     static ONCE: Once = Once::new();
     let mut result = Ok(());
     ONCE.call_once(|| {
         for style in [FontStyle::Normal, FontStyle::Bold] {
             if plotters::style::register_font("sans-serif", style, FONT).is_err() {
-                result = Err(anyhow::anyhow!(
-                    "the bundled font DejaVuSans.ttf is invalid"
-                ));
+                result = Err(ExperimentError::Font);
             }
         }
     });
@@ -44,19 +45,25 @@ fn colour(m: Method) -> RGBColor {
 }
 
 /// Writes `loss_vs_flops_<setting>.png` and `loss_vs_time_<setting>.png` into `out`.
-pub fn plots(summary: &Summary, out: &Path) -> anyhow::Result<()> {
+pub fn plots(summary: &Summary, out: &Path) -> Result<(), ExperimentError> {
     register_font()?;
+    let drawn = |path: &Path, r: DrawResult| {
+        r.map_err(|source| ExperimentError::Plot {
+            path: path.to_owned(),
+            source,
+        })
+    };
     for set in &summary.settings {
         if set.methods.iter().all(|m| m.runs.is_empty()) {
             continue;
         }
         let p = out.join(format!("loss_vs_flops_{}.png", set.name));
-        draw(set, &p, Axis::Flops).with_context(|| format!("drawing {}", p.display()))?;
+        drawn(&p, draw(set, &p, Axis::Flops))?;
         let p = out.join(format!("loss_vs_time_{}.png", set.name));
-        draw(set, &p, Axis::Time).with_context(|| format!("drawing {}", p.display()))?;
+        drawn(&p, draw(set, &p, Axis::Time))?;
         if set.iso_levels.len() > 1 {
             let p = out.join(format!("iso_loss_{}.png", set.name));
-            draw_iso(set, &p).with_context(|| format!("drawing {}", p.display()))?;
+            drawn(&p, draw_iso(set, &p))?;
         }
     }
     Ok(())
@@ -64,7 +71,7 @@ pub fn plots(summary: &Summary, out: &Path) -> anyhow::Result<()> {
 
 /// FLOPs each method needs to reach each loss level from the source's start down to scratch's
 /// final loss (mean over seeds, bars from the fastest to the slowest seed): iso-loss curves.
-fn draw_iso(set: &SettingSummary, path: &Path) -> anyhow::Result<()> {
+fn draw_iso(set: &SettingSummary, path: &Path) -> DrawResult {
     let levels = &set.iso_levels;
     let (lo, hi) = (levels[levels.len() - 1], levels[0]);
     let f_max = set
@@ -80,9 +87,10 @@ fn draw_iso(set: &SettingSummary, path: &Path) -> anyhow::Result<()> {
     let scale = 10f64.powi(e);
     let y_hi = (f_max / scale).max(1e-9) * 1.05;
     let pad = 0.03 * (hi - lo);
-    let root = BitMapBackend::new(path, (1100, 725)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1100, 750)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (area, foot) = root.split_vertically(725);
+    let mut chart = ChartBuilder::on(&area)
         .caption(
             format!("{}: FLOPs to reach each held-out loss", set.title),
             ("sans-serif", 26),
@@ -145,9 +153,9 @@ fn draw_iso(set: &SettingSummary, path: &Path) -> anyhow::Result<()> {
         .label_font(("sans-serif", 16))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
-    root.draw(&Text::new(
+    foot.draw(&Text::new(
         "a level is drawn for a method only where every seed reaches it; bars: fastest to slowest seed",
-        (12, 702),
+        (12, 4),
         ("sans-serif", 14).into_font().color(&BLACK.mix(0.7)),
     ))?;
     root.present()?;
@@ -160,7 +168,7 @@ enum Axis {
     Time,
 }
 
-fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> anyhow::Result<()> {
+fn draw(set: &SettingSummary, path: &Path, axis: Axis) -> DrawResult {
     let curves: Vec<(Method, usize, &str, &[Point])> = set
         .methods
         .iter()

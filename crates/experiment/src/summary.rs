@@ -2,10 +2,11 @@
 //! final loss, savings with and without the source's cost, `summary.json`, `table.md` and the
 //! generated part of docs/results.md.
 
-use super::{Method, Plan, Preset, SUMMARY_FILE, Shape, SourceInfo, TABLE_FILE, run_name};
-use crate::pretrain::{Arch, DeviceKind};
-use anyhow::{Context, bail};
+use crate::error::{io, json, pretty};
+use crate::plan::{Method, Plan, Preset, Shape, run_name};
+use crate::{ExperimentError, SUMMARY_FILE, SourceInfo, TABLE_FILE};
 use bert2bert_train::trainer::{METRICS_FILE, read_metrics};
+use bert2bert_train::{Arch, DeviceKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
@@ -360,7 +361,7 @@ pub fn paper_saving(setting: &str, method: Method) -> Option<f64> {
 /// A run's evaluations, with its last step, total FLOPs and wall seconds.
 type Curve = (Vec<Point>, usize, f64, f64);
 
-fn curve_of(dir: &Path, copy: &Path) -> anyhow::Result<Option<Curve>> {
+fn curve_of(dir: &Path, copy: &Path) -> Result<Option<Curve>, ExperimentError> {
     let mut path = dir.join(METRICS_FILE);
     if !path.is_file() {
         // StackBERT before stacking: only its shallow phase has metrics.
@@ -398,7 +399,7 @@ pub fn summarize(
     out: &Path,
     sources: &[Option<SourceInfo>],
     machine: Machine,
-) -> anyhow::Result<Summary> {
+) -> Result<Summary, ExperimentError> {
     let runs = out.join("runs");
     let mut complete = true;
     let mut settings = Vec::new();
@@ -677,7 +678,8 @@ pub fn regime_line(r: &Regime) -> String {
 }
 
 /// The methods ordered by mean saving, `>` between neighbours whose seed ranges do not overlap
-/// and `~` where they do: an ordering is claimed only where the ranges separate.
+/// and `~` where they do: an ordering is claimed only where the ranges separate. Methods with
+/// fewer than two seeds, or with a seed that never reached the target, are left out.
 pub fn ordering(s: &SettingSummary) -> Option<String> {
     if s.regime.as_ref().is_none_or(|r| !r.in_regime) {
         return None;
@@ -685,7 +687,8 @@ pub fn ordering(s: &SettingSummary) -> Option<String> {
     let mut m: Vec<&MethodSummary> = s
         .methods
         .iter()
-        .filter(|m| m.saving.mean.is_some() && m.saving.n == m.saving.of)
+        // A range needs seeds: one seed's saving is a point, not a range that can separate.
+        .filter(|m| m.saving.mean.is_some() && m.saving.n == m.saving.of && m.saving.of >= 2)
         .collect();
     if m.len() < 2 {
         return None;
@@ -762,11 +765,18 @@ impl Summary {
     }
 
     /// Writes `summary.json`, `table.md` and a copy of every run's metrics under `metrics/`.
-    pub fn write(&self, out: &Path) -> anyhow::Result<()> {
-        std::fs::write(
-            out.join(SUMMARY_FILE),
-            serde_json::to_string_pretty(self)? + "\n",
-        )?;
+    pub fn write(&self, out: &Path) -> Result<(), ExperimentError> {
+        let write = |path: PathBuf, text: String| {
+            std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+        };
+        let copy = |from: &Path, to: PathBuf| {
+            std::fs::copy(from, &to).map(drop).map_err(io(format!(
+                "copying {} to {}",
+                from.display(),
+                to.display()
+            )))
+        };
+        write(out.join(SUMMARY_FILE), pretty(self))?;
         let mut table = format!(
             "# `{}`{}\n\nSaving = 1 - FLOPs to reach scratch's final held-out {} / scratch's FLOPs \
              (docs/experiment.md). Generated from summary.json.\n\n",
@@ -775,9 +785,9 @@ impl Summary {
             self.loss_name()
         );
         table += &tables(self);
-        std::fs::write(out.join(TABLE_FILE), table)?;
+        write(out.join(TABLE_FILE), table)?;
         let metrics = out.join("metrics");
-        std::fs::create_dir_all(&metrics)?;
+        std::fs::create_dir_all(&metrics).map_err(io(format!("creating {}", metrics.display())))?;
         for set in &self.settings {
             for m in &set.methods {
                 for r in &m.runs {
@@ -791,7 +801,7 @@ impl Summary {
                             .join(METRICS_FILE)
                     };
                     if src.is_file() {
-                        std::fs::copy(&src, metrics.join(format!("{}.jsonl", r.run)))?;
+                        copy(&src, metrics.join(format!("{}.jsonl", r.run)))?;
                     }
                 }
             }
@@ -802,7 +812,7 @@ impl Summary {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let p = e.path().join(METRICS_FILE);
                 if name.starts_with("source-") && p.is_file() {
-                    std::fs::copy(&p, metrics.join(format!("{name}.jsonl")))?;
+                    copy(&p, metrics.join(format!("{name}.jsonl")))?;
                 }
             }
         }
@@ -935,8 +945,8 @@ pub fn render_doc_block(summary: Option<&Summary>, preset: &str, rel: &str) -> S
 }
 
 /// Lexically normalised absolute form of `p` (`..` resolved without touching the disk).
-fn normalise(p: &Path) -> anyhow::Result<PathBuf> {
-    let abs = std::path::absolute(p)?;
+fn normalise(p: &Path) -> Result<PathBuf, ExperimentError> {
+    let abs = std::path::absolute(p).map_err(io(format!("resolving {}", p.display())))?;
     let mut out = PathBuf::new();
     for c in abs.components() {
         match c {
@@ -951,7 +961,7 @@ fn normalise(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `to` relative to the folder `from`, with `/` separators.
-pub fn relative(from: &Path, to: &Path) -> anyhow::Result<String> {
+pub fn relative(from: &Path, to: &Path) -> Result<String, ExperimentError> {
     let (f, t) = (normalise(from)?, normalise(to)?);
     let fc: Vec<_> = f.components().collect();
     let tc: Vec<_> = t.components().collect();
@@ -969,18 +979,18 @@ pub fn relative(from: &Path, to: &Path) -> anyhow::Result<String> {
     })
 }
 
-fn load_summary(out: &Path) -> anyhow::Result<Option<Summary>> {
+fn load_summary(out: &Path) -> Result<Option<Summary>, ExperimentError> {
     let path = out.join(SUMMARY_FILE);
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path)?;
+    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
     Ok(Some(
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?,
+        serde_json::from_str(&text).map_err(json(format!("parsing {}", path.display())))?,
     ))
 }
 
-fn expected_block(out: &Path, doc: &Path) -> anyhow::Result<(String, String)> {
+fn expected_block(out: &Path, doc: &Path) -> Result<(String, String), ExperimentError> {
     let summary = load_summary(out)?;
     let doc_dir = normalise(doc)?
         .parent()
@@ -1010,7 +1020,7 @@ fn split_doc<'a>(text: &'a str, begin: &str) -> Option<(&'a str, &'a str, &'a st
 }
 
 /// Writes the generated part of `doc` (between the markers; a new document if it has none).
-pub fn write_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
+pub fn write_doc(out: &Path, doc: &Path) -> Result<(), ExperimentError> {
     let (block, begin) = expected_block(out, doc)?;
     let text = std::fs::read_to_string(doc).unwrap_or_default();
     let new = match split_doc(&text, &begin) {
@@ -1023,21 +1033,20 @@ pub fn write_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
         ),
     };
     let tmp = doc.with_extension("md.tmp");
-    std::fs::write(&tmp, new)?;
-    std::fs::rename(&tmp, doc)?;
+    std::fs::write(&tmp, new).map_err(io(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, doc).map_err(io(format!("writing {}", doc.display())))?;
     Ok(())
 }
 
 /// Fails unless the generated part of `doc` is what `<out>/summary.json` generates.
-pub fn check_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
+pub fn check_doc(out: &Path, doc: &Path) -> Result<(), ExperimentError> {
     let (block, begin) = expected_block(out, doc)?;
-    let text =
-        std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    let text = std::fs::read_to_string(doc).map_err(io(format!("reading {}", doc.display())))?;
     let Some((_, found, _)) = split_doc(&text, &begin) else {
-        bail!(
+        return Err(ExperimentError::Doc(format!(
             "{} has no generated part (markers `{begin}` ... `{END}`)",
             doc.display()
-        );
+        )));
     };
     if found != block {
         let line = found
@@ -1045,14 +1054,14 @@ pub fn check_doc(out: &Path, doc: &Path) -> anyhow::Result<()> {
             .zip(block.lines())
             .position(|(a, b)| a != b)
             .unwrap_or(found.lines().count().min(block.lines().count()));
-        bail!(
+        return Err(ExperimentError::Doc(format!(
             "{}: the generated part does not match {} (first difference at its line {}); \
              regenerate it with `cargo xtask experiment --preset <preset> --report --doc {}`",
             doc.display(),
             out.join(SUMMARY_FILE).display(),
             line + 1,
             doc.display()
-        );
+        )));
     }
     Ok(())
 }
@@ -1156,7 +1165,7 @@ mod tests {
             flops: Some(1),
             final_loss: Some(loss),
             eval_loss: Some(loss),
-            data: Some(super::super::DataInfo {
+            data: Some(crate::DataInfo {
                 tokenizer: "t".into(),
                 vocab: 2048,
                 train_tokens: 1000,
@@ -1287,6 +1296,15 @@ mod tests {
             ordering(&s).unwrap(),
             "bert2BERT (AKI + two-stage) (55.0%) > AKI (30.0%) ~ FPI (25.0%) > Scratch (0.0%)"
         );
+        // One seed each: points, no ranges, no ordering.
+        let single = SettingSummary {
+            methods: vec![
+                method(Method::Scratch, vec![], &[Some(0.0)]),
+                method(Method::Bert2Bert, vec![], &[Some(0.45)]),
+            ],
+            ..s
+        };
+        assert!(ordering(&single).is_none());
     }
 
     #[test]
