@@ -188,19 +188,15 @@ fn refusals_are_clear_and_leave_nothing() {
     // before anything is written, the source untouched.
     let before = std::fs::read(src.join("model.safetensors")).unwrap();
     for out in [src.clone(), src.join("inner")] {
-        let o = xtask(&[
-            "grow",
-            "--source",
-            s(&src),
-            "--out",
-            s(&out),
-            "--overwrite",
-        ]);
+        let o = xtask(&["grow", "--source", s(&src), "--out", s(&out), "--overwrite"]);
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("source"), "{}", stderr(&o));
     }
     assert!(!src.join("inner").exists());
-    assert_eq!(std::fs::read(src.join("model.safetensors")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(src.join("model.safetensors")).unwrap(),
+        before
+    );
     // Pre-training a Llama-family model points to the PyTorch side.
     let o = xtask(&[
         "pretrain",

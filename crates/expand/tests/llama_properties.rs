@@ -318,16 +318,34 @@ fn stack_and_interleave_copy_the_width_grown_layers_in_their_order() {
         let plan = LlamaPlan::new(&src, &deep, &opts).unwrap();
         assert_eq!(plan.layer_order(), order, "{depth}");
         let report = plan.report();
-        assert!(!report.expected_exact, "{depth}: added layers are not exact");
+        assert!(
+            !report.expected_exact,
+            "{depth}: added layers are not exact"
+        );
         assert!(report.to_string().contains("3 layers added"), "{report}");
         let g = plan.build().unwrap();
         assert_eq!(g.config.num_hidden_layers, 5);
         for (l, &s) in order.iter().enumerate() {
-            for part in [Part::InputNorm, Part::Q, Part::K, Part::V, Part::O, Part::QNorm] {
-                assert_eq!(g.get(Role::Layer(l, part)), w.get(Role::Layer(s, part)), "{depth} {l}");
+            for part in [
+                Part::InputNorm,
+                Part::Q,
+                Part::K,
+                Part::V,
+                Part::O,
+                Part::QNorm,
+            ] {
+                assert_eq!(
+                    g.get(Role::Layer(l, part)),
+                    w.get(Role::Layer(s, part)),
+                    "{depth} {l}"
+                );
             }
             for part in [Part::PostNorm, Part::Gate, Part::Up, Part::Down] {
-                assert_eq!(g.get(Role::Layer(l, part)), w.get(Role::Layer(s, part)), "{depth} {l}");
+                assert_eq!(
+                    g.get(Role::Layer(l, part)),
+                    w.get(Role::Layer(s, part)),
+                    "{depth} {l}"
+                );
             }
         }
         assert_eq!(g.get(Role::Embed), w.get(Role::Embed));
