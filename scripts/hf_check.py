@@ -6,7 +6,8 @@ Not part of CI (CI has no PyTorch); run where torch and transformers are install
     python3 scripts/hf_check.py SOURCE_DIR GROWN_DIR [GROWN_DIR ...] [--json OUT.json]
 
 For each grown folder: loads it with the class its config names (BertForPreTraining,
-BertForMaskedLM, BertModel, GPT2LMHeadModel) with output_loading_info=True, requires no missing,
+BertForMaskedLM, BertModel, GPT2LMHeadModel, LlamaForCausalLM, MistralForCausalLM,
+Qwen2ForCausalLM, Qwen3ForCausalLM) with output_loading_info=True, requires no missing,
 unexpected or mismatched keys, runs source and grown on the same seeded inputs, and reports the
 largest absolute and relative difference of the logits (relative: max|a-b| / max|a|).
 Exit code 1 if any folder fails to load cleanly.
@@ -23,14 +24,20 @@ def load(path):
     cfg = transformers.AutoConfig.from_pretrained(path)
     arch = (cfg.architectures or ["BertModel"])[0]
     cls = getattr(transformers, arch)
-    model, info = cls.from_pretrained(path, output_loading_info=True)
+    kwargs = {"attn_implementation": "eager"} if arch.endswith("ForCausalLM") else {}
+    # float32 whatever the stored dtype: the comparison is of the construction, not of bf16.
+    model, info = cls.from_pretrained(path, output_loading_info=True, dtype=torch.float32, **kwargs)
     model.eval()
     return model, info, arch
 
 
+def causal(arch):
+    return arch.startswith("GPT2") or arch.endswith("ForCausalLM")
+
+
 def outputs(model, arch, ids, mask):
     with torch.no_grad():
-        if arch.startswith("GPT2"):
+        if causal(arch):
             out = model(input_ids=ids)
             return {"logits": out.logits}
         out = model(input_ids=ids, attention_mask=mask)
@@ -67,7 +74,7 @@ def main():
             if k in out and k != "last_hidden_state":
                 b = out[k]
                 if a.shape == b.shape:
-                    m = (mask.unsqueeze(-1) > 0) if not arch.startswith("GPT2") else torch.ones_like(a, dtype=torch.bool)
+                    m = (mask.unsqueeze(-1) > 0) if not causal(arch) else torch.ones_like(a, dtype=torch.bool)
                     d = ((a - b).abs() * m).max().item()
                     diffs[k] = {"max_abs": d, "max_rel": d / max((a.abs() * m).max().item(), 1e-30)}
         results["grown"].append({

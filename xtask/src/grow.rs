@@ -5,11 +5,10 @@ use crate::verify::{VerifyArgs, print_verify};
 use crate::{Usage, workspace_root};
 use anyhow::{Context, Result};
 use bert2bert_checkpoint::folder::{copy_files, write_config_json};
-use bert2bert_checkpoint::safetensors::{SafetensorsWriter, TensorSpec, WEIGHTS_FILE};
+use bert2bert_checkpoint::safetensors::{FolderWriter, TensorSpec};
 use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Family, Model, read_model_dir};
 use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -40,6 +39,13 @@ pub struct Args {
     /// Target FFN size (default: the source's FFN scaled like the hidden size).
     #[arg(long)]
     pub intermediate: Option<usize>,
+    /// Target key/value heads (Llama family; default: the source's group size kept).
+    #[arg(long, conflicts_with = "target_config")]
+    pub kv_heads: Option<usize>,
+    /// Largest weight file before the output is sharded, like transformers' max_shard_size
+    /// (`5GB`, `500MB`, or bytes).
+    #[arg(long, default_value = "5GB", value_parser = parse_size)]
+    pub max_shard_size: u64,
     /// Width method: fpi (function-preserving) or aki (knowledge from the layer above).
     #[arg(long, default_value = "aki")]
     pub method: Method,
@@ -68,6 +74,32 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub verify: VerifyArgs,
+}
+
+/// A size like transformers' `max_shard_size`: bytes, or a number with KB, MB, GB (powers of
+/// 1000) or KiB, MiB, GiB (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 5GB, 500MB)"))?;
+    let mult = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1u64,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KIB" => 1 << 10,
+        "MIB" => 1 << 20,
+        "GIB" => 1 << 30,
+        _ => return Err(format!("`{s}`: unknown size unit `{unit}`")),
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("`{s}`: the size must be positive"));
+    }
+    Ok((n * mult as f64) as u64)
 }
 
 /// The bundled source model, grown by default.
@@ -163,6 +195,15 @@ pub fn run(args: Args) -> Result<()> {
         &args.out,
         &[(&source_dir, "source folder (--source)")],
     )?;
+    if crate::grow_llama::llama_kind(&source_dir).is_some() {
+        return crate::grow_llama::run(args, &source_dir);
+    }
+    if args.kv_heads.is_some() {
+        return Err(Usage::new(
+            "--kv-heads is for Llama-family models (grouped-query attention); this source has none",
+        )
+        .into());
+    }
     // Growth's scratch buffers and verification's forward passes allocate and free per tensor:
     // keep freed memory in the heap so later ones reuse touched pages (fresh pages are costly here).
     crate::pretrain::keep_freed_memory();
@@ -181,13 +222,22 @@ pub fn run(args: Args) -> Result<()> {
     let plan = GrowPlan::new(&source.model, &target, &opts).map_err(Usage::from_expand)?;
     let report = plan.report();
     let dtype = args.dtype.unwrap_or(source.dtype);
-    let out = write_plan(
-        &plan,
+    let out = write_streamed(
+        &Streamed {
+            specs: &specs_of(&plan.tensors(), dtype),
+            max_len: plan.max_tensor_len(),
+            fill: &|i: usize, buf: &mut [f32]| -> Result<()> {
+                plan.tensor_into(i, buf);
+                Ok(())
+            },
+            config: plan.config_json(),
+        },
         &source.path,
         &source.other_files,
         &args.out,
         dtype,
         args.overwrite,
+        Some(args.max_shard_size),
     )?;
     let grow_s = t0.elapsed().as_secs_f64();
     let verified = if args.no_verify {
@@ -249,9 +299,34 @@ fn ensure_growth_fits(source: &Model, target: &Target, args: &Args) -> Result<()
     Ok(memory::ensure_fits(&args.out, &what, needed)?)
 }
 
-/// Writes the grown model of `plan` into `out` atomically: the safetensors header is computed
-/// from the shapes up front, then each tensor is grown into one of two reused buffers and written
-/// to its slot, so memory stays near the source plus twice the largest tensor.
+/// The tensors of a growth to stream: write order, the largest tensor's length, and how to
+/// produce tensor `i` into a buffer.
+pub struct Streamed<'a> {
+    /// Name, dtype and shape of every output tensor, in write order.
+    pub specs: &'a [TensorSpec],
+    /// Values of the largest tensor (the size of each of the two buffers).
+    pub max_len: usize,
+    /// Writes tensor `i` (row-major, Hugging Face orientation) into the buffer.
+    pub fill: &'a dyn Fn(usize, &mut [f32]) -> Result<()>,
+    /// The output's config.json object.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `TensorSpec`s for (name, shape) pairs in `dtype`.
+pub fn specs_of(tensors: &[(String, Vec<usize>)], dtype: Dtype) -> Vec<TensorSpec> {
+    tensors
+        .iter()
+        .map(|(name, shape)| TensorSpec {
+            name: name.clone(),
+            dtype,
+            shape: shape.clone(),
+        })
+        .collect()
+}
+
+/// Writes the grown model of `plan` into `out` atomically (see [`write_streamed`]), as one
+/// `model.safetensors` below transformers' default shard size.
+#[cfg(test)]
 pub fn write_plan(
     plan: &GrowPlan<'_>,
     source_dir: &Path,
@@ -260,6 +335,39 @@ pub fn write_plan(
     dtype: Dtype,
     overwrite: bool,
 ) -> Result<PathBuf> {
+    let fill = |i: usize, buf: &mut [f32]| -> Result<()> {
+        plan.tensor_into(i, buf);
+        Ok(())
+    };
+    write_streamed(
+        &Streamed {
+            specs: &specs_of(&plan.tensors(), dtype),
+            max_len: plan.max_tensor_len(),
+            fill: &fill,
+            config: plan.config_json(),
+        },
+        source_dir,
+        other_files,
+        out,
+        dtype,
+        overwrite,
+        Some(bert2bert_checkpoint::safetensors::DEFAULT_MAX_SHARD_BYTES),
+    )
+}
+
+/// Writes a grown model into `out` atomically: the safetensors headers are computed from the
+/// shapes up front (sharded above `max_shard_bytes`), then each tensor is grown into one of two
+/// reused buffers and written to its slot, so memory stays near what the grower reads plus
+/// twice the largest tensor; then config, carried files, rename.
+pub fn write_streamed(
+    job: &Streamed<'_>,
+    source_dir: &Path,
+    other_files: &[PathBuf],
+    out: &Path,
+    dtype: Dtype,
+    overwrite: bool,
+    max_shard_bytes: Option<u64>,
+) -> Result<PathBuf> {
     let dir = AtomicDir::new(out, overwrite).map_err(|e| match e {
         CheckpointError::OutputExists { path } => anyhow::Error::from(Usage::new(format!(
             "{}: output folder already exists; pass --overwrite to replace it, or choose another --out",
@@ -267,16 +375,9 @@ pub fn write_plan(
         ))),
         other => other.into(),
     })?;
-    let specs: Vec<TensorSpec> = plan
-        .tensors()
-        .into_iter()
-        .map(|(name, shape)| TensorSpec { name, dtype, shape })
-        .collect();
-    let weights = dir.path().join(WEIGHTS_FILE);
-    let meta = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
-    let writer = SafetensorsWriter::create(&weights, &specs, &meta)?;
-    let bar = progress(specs.len() as u64);
-    let t = stream(plan, &specs, writer, &bar)?;
+    let writer = FolderWriter::create(dir.path(), job.specs, max_shard_bytes)?;
+    let bar = progress(job.specs.len() as u64);
+    let t = stream(job, writer, &bar)?;
     bar.finish_and_clear();
     tracing::info!(
         grow_s = t.grow,
@@ -284,22 +385,18 @@ pub fn write_plan(
         fsync_s = t.fsync,
         "tensors written (NaN/Inf checks fused into the writes, growing overlapped with writing)"
     );
-    write_config_json(dir.path(), plan.config_json(), dtype)?;
+    write_config_json(dir.path(), job.config.clone(), dtype)?;
     copy_files(source_dir, other_files, dir.path())?;
     Ok(dir.commit()?)
 }
 
-/// Grows each tensor of `plan` and writes it with `writer`, then fsyncs: a writer thread checks
+/// Grows each tensor of `job` and writes it with `writer`, then fsyncs: a writer thread checks
 /// and writes tensor i while this thread grows tensor i + 1 into the other of two buffers, so
 /// the writes (system time: page-cache copies) overlap the gathers.
-fn stream(
-    plan: &GrowPlan<'_>,
-    specs: &[TensorSpec],
-    mut writer: SafetensorsWriter,
-    bar: &ProgressBar,
-) -> Result<StreamTimes> {
+fn stream(job: &Streamed<'_>, mut writer: FolderWriter, bar: &ProgressBar) -> Result<StreamTimes> {
     use std::sync::mpsc;
-    let max = plan.max_tensor_len();
+    let specs = job.specs;
+    let max = job.max_len;
     std::thread::scope(|s| {
         // Full buffers go to the writer, empty ones come back; two in flight at most.
         let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<f32>)>(1);
@@ -323,12 +420,16 @@ fn stream(
             Ok((t_write, t.elapsed().as_secs_f64()))
         });
         let mut t_grow = 0f64;
+        let mut failed = None;
         for (i, spec) in specs.iter().enumerate() {
             // No buffer back means the writer stopped on an error, which `join` reports.
             let Ok(mut buf) = free_rx.recv() else { break };
             let n: usize = spec.shape.iter().product();
             let t = Instant::now();
-            plan.tensor_into(i, &mut buf[..n]);
+            if let Err(e) = (job.fill)(i, &mut buf[..n]) {
+                failed = Some(e.context(format!("growing tensor `{}`", spec.name)));
+                break;
+            }
             t_grow += t.elapsed().as_secs_f64();
             if full_tx.send((i, buf)).is_err() {
                 break;
@@ -336,7 +437,11 @@ fn stream(
             bar.inc(1);
         }
         drop(full_tx);
-        let (write, fsync) = write.join().expect("writer thread panicked")?;
+        let written = write.join().expect("writer thread panicked");
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (write, fsync) = written?;
         Ok(StreamTimes {
             grow: t_grow,
             write,
@@ -352,7 +457,7 @@ struct StreamTimes {
     fsync: f64,
 }
 
-fn progress(len: u64) -> ProgressBar {
+pub(crate) fn progress(len: u64) -> ProgressBar {
     // Only worth showing for checkpoints with many tensors; stays hidden when stderr is no terminal.
     if len < 200 {
         return ProgressBar::hidden();
@@ -371,7 +476,7 @@ mod tests {
     use super::*;
     use bert2bert_checkpoint::BertConfig;
     use bert2bert_checkpoint::random::{Heads, Init};
-    use bert2bert_checkpoint::safetensors::TensorStore;
+    use bert2bert_checkpoint::safetensors::{TensorStore, WEIGHTS_FILE};
 
     fn plan_for(model: &Model) -> GrowPlan<'_> {
         let target = Target {

@@ -6,6 +6,7 @@ mod bench_train;
 #[cfg(feature = "experiment")]
 mod experiment;
 mod grow;
+mod grow_llama;
 mod pretrain;
 mod verify;
 
@@ -32,7 +33,8 @@ impl Usage {
             E::ZeroTarget { .. }
             | E::Shrink { .. }
             | E::Indivisible { .. }
-            | E::HeadSize { .. } => Self(format!("{e} (check the target flags)")).into(),
+            | E::HeadSize { .. }
+            | E::Target(_) => Self(format!("{e} (check the target flags)")).into(),
             // An option the family cannot honour (--map exact on BERT) is a misuse too.
             E::Unsupported { .. } => Self(e.to_string()).into(),
             other => other.into(),

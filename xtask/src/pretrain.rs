@@ -249,6 +249,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (family, vocab) = (t.params().family(), t.params().vocab_size());
         (Start::Resume(t), family, vocab)
     } else if let Some(init) = &args.init {
+        if let Some(kind) = crate::grow_llama::llama_kind(init) {
+            return Err(crate::Usage(format!(
+                "--init {} is a {} (Llama-family) checkpoint: the candle trainer here pre-trains \
+                 BERT and GPT-2 only; train Llama-family models with the PyTorch package of the \
+                 distributed-training work, bert2bert-torch (python/, see docs/distributed.md), \
+                 which loads the grown folder with transformers",
+                init.display(),
+                kind.name()
+            ))
+            .into());
+        }
         let md =
             read_model_dir(init).with_context(|| format!("reading --init {}", init.display()))?;
         let family = md.model.family();

@@ -69,9 +69,14 @@ pub fn print_verify(v: &VerifyReport, expected_exact: bool) {
 
 /// Runs `cargo xtask verify`.
 pub fn run(args: Args) -> Result<()> {
-    let source = read_model_dir(&args.source)?;
-    let grown = read_model_dir(&args.grown)?;
-    let report = verify(&source.model, &grown.model, &args.batches.options())?;
+    let report = if crate::grow_llama::llama_kind(&args.source).is_some() {
+        let source = bert2bert_checkpoint::LlamaSource::open(&args.source)?;
+        crate::grow_llama::verify_dirs(&source, &args.grown, &args.batches.options())?
+    } else {
+        let source = read_model_dir(&args.source)?;
+        let grown = read_model_dir(&args.grown)?;
+        verify(&source.model, &grown.model, &args.batches.options())?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -33,6 +33,17 @@ impl Family {
         match model_type {
             Some("bert") => Ok(Self::Bert),
             Some("gpt2") => Ok(Self::Gpt2),
+            Some(other) if crate::llama::LlamaKind::from_model_type(other).is_some() => {
+                Err(CheckpointError::Unsupported {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "model_type `{other}` is a Llama-family decoder: it is streamed, never read \
+                         whole (bert2bert_checkpoint::LlamaSource; `cargo xtask grow` and `verify` \
+                         handle it), and training it belongs to the PyTorch side (python/, \
+                         docs/distributed.md)"
+                    ),
+                })
+            }
             Some(other) => Err(CheckpointError::Unsupported {
                 path: path.to_owned(),
                 reason: format!(

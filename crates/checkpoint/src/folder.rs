@@ -101,7 +101,7 @@ fn ensure_load_fits(store: &TensorStore) -> Result<()> {
     crate::memory::ensure_fits(store.root(), "loading the weights as f32", needed)
 }
 
-fn list_other_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn list_other_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let dir = root.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .map_err(io_err(&dir))?

@@ -221,13 +221,22 @@ pub struct SafetensorsFile {
 impl SafetensorsFile {
     /// Opens, maps and validates `path`.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens, maps and validates `path`; `populate` faults the whole map in up front.
+    pub fn open_with(path: &Path, populate: bool) -> Result<Self> {
         let file = File::open(path).map_err(io_err(path))?;
         // SAFETY: the map is read-only; a file changed underneath us by another process can only
         // yield wrong numbers, which the finiteness and shape checks partly catch.
         // Populate: every tensor is read once, so fault the whole map in one kernel call rather
         // than one page at a time (page faults are what reading costs on the project's VMs).
-        let mmap =
-            unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io_err(path))?;
+        // Streaming readers skip it: they read a few tensors at a time and release them.
+        let mut opts = memmap2::MmapOptions::new();
+        if populate {
+            opts.populate();
+        }
+        let mmap = unsafe { opts.map(&file) }.map_err(io_err(path))?;
         let header = parse_header(path, &mmap)?;
         Ok(Self {
             path: path.to_owned(),
@@ -262,6 +271,23 @@ impl SafetensorsFile {
         let start = 8 + self.header.header_len;
         Some(&self.mmap[start + info.data_offsets.0..start + info.data_offsets.1])
     }
+
+    /// Drops the mapped pages of tensor `name` from this process (they stay in the page cache
+    /// and are read again if touched), so a streaming reader's resident memory stays small.
+    pub fn release(&self, name: &str) {
+        let (Some(info), Backing::Mapped(m)) = (self.header.tensors.get(name), &self.mmap) else {
+            return;
+        };
+        let start = 8 + self.header.header_len + info.data_offsets.0;
+        let len = info.data_offsets.1 - info.data_offsets.0;
+        if len == 0 {
+            return;
+        }
+        // SAFETY: a private read-only file map: MADV_DONTNEED only unmaps the pages, a later
+        // read faults them in again from the file, so no data is lost and no reference breaks.
+        // A failure is only memory not given back early.
+        let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+    }
 }
 
 /// All tensors of a model folder: one `model.safetensors` or a sharded set behind
@@ -280,10 +306,23 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 impl TensorStore {
     /// Opens the weights of model folder `dir`.
     pub fn open_dir(dir: &Path) -> Result<Self> {
+        Self::open_dir_with(dir, true)
+    }
+
+    /// Opens the weights of model folder `dir` for streaming: nothing is read up front, and
+    /// [`TensorStore::release`] gives a tensor's pages back after use.
+    pub fn open_dir_streaming(dir: &Path) -> Result<Self> {
+        Self::open_dir_with(dir, false)
+    }
+
+    fn open_dir_with(dir: &Path, populate: bool) -> Result<Self> {
         let single = dir.join(WEIGHTS_FILE);
         let index = dir.join(INDEX_FILE);
         if single.is_file() {
-            return Self::from_files(single.clone(), vec![SafetensorsFile::open(&single)?]);
+            return Self::from_files(
+                single.clone(),
+                vec![SafetensorsFile::open_with(&single, populate)?],
+            );
         }
         if !index.is_file() {
             return Err(CheckpointError::MissingWeights {
@@ -331,7 +370,7 @@ impl TensorStore {
                         tensor: (*tensor).to_owned(),
                     });
                 }
-                SafetensorsFile::open(&shard)
+                SafetensorsFile::open_with(&shard, populate)
             })
             .collect::<Result<Vec<_>>>()?;
         let store = Self::from_files(index.clone(), files)?;
@@ -410,6 +449,14 @@ impl TensorStore {
         self.by_name
             .get(name)
             .map(|&i| self.files[i].path.as_path())
+    }
+
+    /// Drops the mapped pages of tensor `name` from this process (see
+    /// [`SafetensorsFile::release`]).
+    pub fn release(&self, name: &str) {
+        if let Some(&i) = self.by_name.get(name) {
+            self.files[i].release(name);
+        }
     }
 
     /// Raw bytes of tensor `name`.
@@ -836,5 +883,115 @@ impl SafetensorsWriter {
             )));
         }
         self.file.sync_all().map_err(io_err(&self.path))
+    }
+}
+
+/// Hugging Face's default largest shard (`max_shard_size="5GB"`, decimal).
+pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// Writes the weights of a model folder tensor by tensor: one `model.safetensors`, or, when the
+/// tensors exceed the shard size, Hugging Face shards `model-0000i-of-0000n.safetensors` (in
+/// order, each below the limit unless one tensor alone exceeds it) plus
+/// `model.safetensors.index.json`.
+pub struct FolderWriter {
+    dir: PathBuf,
+    shards: Vec<Option<SafetensorsWriter>>,
+    files: Vec<String>,
+    /// Tensor name -> shard index.
+    shard_of: BTreeMap<String, usize>,
+    /// Tensors not yet written, per shard: a shard is finished (fsynced) with its last tensor.
+    left: Vec<usize>,
+    total_bytes: u64,
+}
+
+impl FolderWriter {
+    /// Creates the weight files for `specs` in folder `dir`; `max_shard_bytes` `None` means one
+    /// file whatever the size.
+    pub fn create(dir: &Path, specs: &[TensorSpec], max_shard_bytes: Option<u64>) -> Result<Self> {
+        let bytes = |s: &TensorSpec| (s.shape.iter().product::<usize>() * s.dtype.size()) as u64;
+        let limit = max_shard_bytes.unwrap_or(u64::MAX).max(1);
+        let mut groups: Vec<Vec<TensorSpec>> = vec![Vec::new()];
+        let mut size = 0u64;
+        for s in specs {
+            let b = bytes(s);
+            let cur = groups.last_mut().expect("one group");
+            if !cur.is_empty() && size + b > limit {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            groups.last_mut().expect("one group").push(s.clone());
+            size += b;
+        }
+        let n = groups.len();
+        let files: Vec<String> = if n == 1 {
+            vec![WEIGHTS_FILE.to_owned()]
+        } else {
+            (1..=n)
+                .map(|i| format!("model-{i:05}-of-{n:05}.safetensors"))
+                .collect()
+        };
+        let meta = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
+        let mut shards = Vec::with_capacity(n);
+        let mut shard_of = BTreeMap::new();
+        let mut left = Vec::with_capacity(n);
+        for (i, (g, f)) in groups.iter().zip(&files).enumerate() {
+            shards.push(Some(SafetensorsWriter::create(&dir.join(f), g, &meta)?));
+            for s in g {
+                shard_of.insert(s.name.clone(), i);
+            }
+            left.push(g.len());
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            shards,
+            files,
+            shard_of,
+            left,
+            total_bytes: specs.iter().map(bytes).sum(),
+        })
+    }
+
+    /// The weight file names, in order (one `model.safetensors`, or the shards).
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// [`SafetensorsWriter::write_finite_f32`] into the shard that holds `name`; the shard is
+    /// finished (checked complete, fsynced) when its last tensor is written.
+    pub fn write_finite_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
+        let i = *self.shard_of.get(name).ok_or_else(|| {
+            CheckpointError::InvalidModel(format!("tensor `{name}` was not declared"))
+        })?;
+        let w = self.shards[i].as_mut().ok_or_else(|| {
+            CheckpointError::InvalidModel(format!("tensor `{name}`: its shard is already finished"))
+        })?;
+        w.write_finite_f32(name, shape, values)?;
+        self.left[i] -= 1;
+        if self.left[i] == 0 {
+            self.shards[i].take().expect("open").finish()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes every shard and, when sharded, writes the index.
+    pub fn finish(mut self) -> Result<()> {
+        for w in self.shards.iter_mut().filter_map(Option::take) {
+            w.finish()?;
+        }
+        if self.files.len() > 1 {
+            let weight_map: serde_json::Map<String, serde_json::Value> = self
+                .shard_of
+                .iter()
+                .map(|(n, &i)| (n.clone(), serde_json::Value::from(self.files[i].clone())))
+                .collect();
+            let index = serde_json::json!({
+                "metadata": { "total_size": self.total_bytes },
+                "weight_map": weight_map,
+            });
+            let path = self.dir.join(INDEX_FILE);
+            let text = serde_json::to_string_pretty(&index).expect("serialisable") + "\n";
+            std::fs::write(&path, text).map_err(io_err(&path))?;
+        }
+        Ok(())
     }
 }

@@ -54,6 +54,10 @@ pub enum ExpandError {
         /// Heads that would keep the head size, when the hidden size allows.
         suggested: String,
     },
+    /// A target shape the growth cannot honour (Llama family: heads that cannot keep every
+    /// grouped-query-attention group).
+    #[error("invalid target: {0}")]
+    Target(String),
     /// The source model is internally inconsistent.
     #[error("invalid source model: {0}")]
     InvalidModel(#[from] CheckpointError),

@@ -726,7 +726,7 @@ impl<'a> Gpt2Plan<'a> {
 /// For each source layer output (1..=L_s), the grown layer output it is compared with: the
 /// same index when the depths agree, else the last block of its group in the interleaved
 /// placement that `Depth::Identity` uses.
-fn aligned_layers(ls: usize, lg: usize) -> Vec<usize> {
+pub(crate) fn aligned_layers(ls: usize, lg: usize) -> Vec<usize> {
     if ls == lg || lg < ls {
         return (1..=ls.min(lg)).collect();
     }

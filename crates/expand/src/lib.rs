@@ -16,6 +16,7 @@ pub mod error;
 pub mod expn;
 pub mod forward;
 mod gpt2;
+pub mod llama;
 pub mod maps;
 pub mod options;
 pub mod report;
@@ -24,6 +25,7 @@ pub mod spectrum;
 pub mod verify;
 
 pub use error::ExpandError;
+pub use llama::{LlamaPlan, LlamaTarget};
 pub use maps::{IndexMap, MapRole, layer_order};
 pub use options::{AkiScope, Depth, GrowOptions, MapKind, Method, ParseOptionError, Target};
 pub use report::{GrowReport, LayerReport, MapSummary, ModuleReport};

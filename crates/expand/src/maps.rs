@@ -24,6 +24,8 @@ pub enum MapRole {
     Heads(usize),
     /// The FFN map f_l of layer `l` (source numbering).
     Ffn(usize),
+    /// The KV-head map of layer `l` (grouped-query attention; source numbering).
+    KvHeads(usize),
 }
 
 impl MapRole {
@@ -32,6 +34,7 @@ impl MapRole {
             Self::Hidden => 1,
             Self::Heads(l) => (2 << 32) | l as u64,
             Self::Ffn(l) => (3 << 32) | l as u64,
+            Self::KvHeads(l) => (4 << 32) | l as u64,
         }
     }
 }
@@ -84,6 +87,19 @@ impl IndexMap {
     pub fn from_parts(kind: MapKind, source: usize, map: Vec<usize>) -> Self {
         assert!(map.iter().all(|&k| k < source), "map entry out of range");
         Self::from_map(kind, source, map)
+    }
+
+    /// A map with copy counts given rather than counted: a reader's in-map whose extra units
+    /// (exact mode's zero units) carry a source row divided like the copies.
+    ///
+    /// # Panics
+    /// If an entry is not below `counts.len()`.
+    pub fn with_counts(kind: MapKind, map: Vec<usize>, counts: Vec<u32>) -> Self {
+        assert!(
+            map.iter().all(|&k| k < counts.len()),
+            "map entry out of range"
+        );
+        Self { kind, map, counts }
     }
 
     /// The identity map on `n` units.

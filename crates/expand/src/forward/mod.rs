@@ -3,9 +3,11 @@
 
 pub mod bert;
 pub mod gpt2;
+pub mod llama;
 
 pub use bert::{Batch, BertOutputs, forward_bert};
 pub use gpt2::{Gpt2Outputs, forward_gpt2};
+pub use llama::{LlamaOutputs, forward_llama};
 
 use bert2bert_checkpoint::{Activation, LayerNorm, Linear};
 use ndarray::{Array2, ArrayView2, Axis, Zip};
