@@ -76,16 +76,17 @@ def test_two_gloo_processes_equal_one_process_with_ddp_and_fsdp2(tmp_path: Path,
                 assert abs(x["train_loss"] - y["train_loss"]) <= 1e-5 * abs(x["train_loss"]), engine
 
 
-def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine,nproc", [("ddp", 1), ("fsdp2", 2)])
+def test_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, engine: str, nproc: int) -> None:
     # Dropout on: its masks are a function of (seed, step), so resume is exact anyway.
     src = make_model(tmp_path, "bert", dropout=0.1, lb=1, stage1_steps=3, total=6, peak=5e-3, warmup=1, seed=4)
-    run_cli(common(src, tmp_path / "full") + ["--checkpoint-every", "2", "--log-every", "1"])
-    part = common(src, tmp_path / "part") + ["--checkpoint-every", "2", "--log-every", "1"]
-    run_cli(part + ["--stop-at", "3"])
+    flags = ["--checkpoint-every", "2", "--log-every", "1", "--engine", engine]
+    run_cli(common(src, tmp_path / "full") + flags, nproc)
+    run_cli(common(src, tmp_path / "part") + flags + ["--stop-at", "3"], nproc)
     assert not (tmp_path / "part" / "model").exists()
     state = json.loads((tmp_path / "part" / "checkpoint" / "trainer_state.json").read_text())
     assert state["step"] == 3
-    run_cli(["--out", str(tmp_path / "part"), "--resume"])
+    run_cli(["--out", str(tmp_path / "part"), "--resume"], nproc)
     a, b = weights(tmp_path / "full"), weights(tmp_path / "part")
     for n in a:
         assert torch.equal(a[n], b[n]), n

@@ -98,9 +98,7 @@ class MlmSpecials:
         )
 
 
-def _mask_row(
-    ids: np.ndarray, labels: np.ndarray, rng: np.random.Generator, sp: MlmSpecials, vocab: int, ordinary: np.ndarray
-) -> None:
+def _mask_row(ids: np.ndarray, labels: np.ndarray, rng: np.random.Generator, sp: MlmSpecials, ordinary: np.ndarray) -> None:
     maskable = np.nonzero(~np.isin(ids, sp.specials))[0]
     if maskable.size == 0:
         return
@@ -137,7 +135,7 @@ class MlmBatches:
         body = self.stream[chunk * self.body : (chunk + 1) * self.body]
         ids = np.concatenate([[self.sp.cls], body, [self.sp.sep]]).astype(np.int64)
         labels = np.full(self.seq_len, IGNORE_INDEX, dtype=np.int64)
-        _mask_row(ids, labels, rng, self.sp, self.vocab, self.ordinary)
+        _mask_row(ids, labels, rng, self.sp, self.ordinary)
         return ids, labels
 
     def batch(self, step: int) -> Batch:

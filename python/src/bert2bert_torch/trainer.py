@@ -242,7 +242,17 @@ class TwoStageTrainer:
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            set_optimizer_state_dict(self.net, self.opt, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+            # strict=False: a parameter that has had no gradient yet (frozen in every stage-1 step
+            # so far) has no optimizer state, exactly as in the uninterrupted run.
+            opts = StateDictOptions(full_state_dict=True, strict=False)
+            saved = set(state["optimizer"].get("state", {}))
+            set_optimizer_state_dict(self.net, self.opt, state["optimizer"], options=opts)
+            # Loading first creates a state for every parameter (a zero-gradient step); drop it
+            # for the parameters that had none, or their first real step would count as the
+            # second in AdamW's bias correction.
+            for p, n in self.names.items():
+                if f"model.{n}" not in saved:
+                    self.opt.state.pop(p, None)
         else:
             self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
