@@ -4,10 +4,12 @@
 pub mod bert;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod flops;
 pub mod fused;
 pub mod gpt2;
 pub mod optim;
+pub mod schedule;
 pub mod trainer;
 pub mod vars;
 
