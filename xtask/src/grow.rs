@@ -1,7 +1,9 @@
 //! `cargo xtask grow`: grow a checkpoint folder into a larger one, streaming tensor by tensor,
 //! then verify it against the source with the reference forward pass.
 
+use crate::pretrain::{DecayArg, ScheduleFlags};
 use crate::verify::{VerifyArgs, print_verify};
+use bert2bert_train::schedule::{SCHEDULE_FILE, TrainSchedule, untied_head};
 use crate::{Usage, workspace_root};
 use anyhow::{Context, Result};
 use bert2bert_checkpoint::folder::{copy_files, write_config_json};
@@ -74,6 +76,62 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub verify: VerifyArgs,
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+}
+
+/// The two-stage training schedule written beside the grown model (`bert2bert_schedule.json`,
+/// read by `pretrain --schedule` and by the PyTorch package); defaults as `pretrain`'s.
+#[derive(clap::Args, Debug)]
+#[command(next_help_heading = "Training schedule (written to bert2bert_schedule.json)")]
+pub struct ScheduleArgs {
+    /// Optimizer steps of the whole run.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    /// Steps of stage 1 (default: 1/8 of --steps; 0: single-stage).
+    #[arg(long)]
+    pub stage1_steps: Option<usize>,
+    /// Layers trained per stage-1 sub-model (l_b).
+    #[arg(long, default_value_t = 1)]
+    pub lb: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Warmup steps (default: 5% of --steps).
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Decay after warmup.
+    #[arg(long, value_enum, default_value_t = DecayArg::Linear)]
+    pub decay: DecayArg,
+    /// AdamW weight decay (not on biases and LayerNorms).
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    /// Seed of the sub-model sampler (and of the candle trainer's data and dropout).
+    #[arg(long, default_value_t = 0)]
+    pub train_seed: u64,
+}
+
+impl ScheduleArgs {
+    /// The schedule for the grown `model` of `layers` layers.
+    pub fn schedule(&self, source: &Model, layers: usize) -> Result<TrainSchedule> {
+        let flags = ScheduleFlags {
+            steps: self.steps,
+            lr: self.lr,
+            warmup: self.warmup,
+            decay: self.decay,
+            weight_decay: self.weight_decay,
+            clip: self.clip,
+            seed: self.train_seed,
+            two_stage: Some((self.lb, self.stage1_steps)),
+        };
+        // The intervals belong to a trainer, not to the schedule.
+        let cfg = flags.train_config(1, 1, 1);
+        TrainSchedule::new(source.family(), layers, untied_head(source), &cfg)
+            .map_err(|e| Usage::new(format!("{e} (check the training schedule flags)")).into())
+    }
 }
 
 /// A size like transformers' `max_shard_size`: bytes, or a number with KB, MB, GB (powers of
@@ -220,6 +278,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     ensure_growth_fits(&source.model, &target, &args)?;
     let plan = GrowPlan::new(&source.model, &target, &opts).map_err(Usage::from_expand)?;
+    // Before anything is written: bad schedule flags leave no output behind.
+    let schedule = args.schedule.schedule(&source.model, target.layers)?;
     let report = plan.report();
     let dtype = args.dtype.unwrap_or(source.dtype);
     let out = write_streamed(
@@ -238,6 +298,7 @@ pub fn run(args: Args) -> Result<()> {
         dtype,
         args.overwrite,
         Some(args.max_shard_size),
+        Some(&schedule),
     )?;
     let grow_s = t0.elapsed().as_secs_f64();
     let verified = if args.no_verify {
@@ -254,6 +315,7 @@ pub fn run(args: Args) -> Result<()> {
             "seconds": grow_s,
             "grow": report,
             "verify": verified,
+            "schedule": out.join(SCHEDULE_FILE),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -266,6 +328,13 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(v) = &verified {
             print_verify(v, report.expected_exact);
         }
+        println!(
+            "training schedule: {} ({} steps, stage 1 {} steps, l_b {})",
+            out.join(SCHEDULE_FILE).display(),
+            schedule.total_steps,
+            schedule.stage1_steps,
+            schedule.lb.unwrap_or(0)
+        );
     }
     Ok(())
 }
@@ -334,6 +403,7 @@ pub fn write_plan(
     out: &Path,
     dtype: Dtype,
     overwrite: bool,
+    schedule: Option<&TrainSchedule>,
 ) -> Result<PathBuf> {
     let fill = |i: usize, buf: &mut [f32]| -> Result<()> {
         plan.tensor_into(i, buf);
@@ -352,13 +422,14 @@ pub fn write_plan(
         dtype,
         overwrite,
         Some(bert2bert_checkpoint::safetensors::DEFAULT_MAX_SHARD_BYTES),
+        schedule,
     )
 }
 
 /// Writes a grown model into `out` atomically: the safetensors headers are computed from the
 /// shapes up front (sharded above `max_shard_bytes`), then each tensor is grown into one of two
 /// reused buffers and written to its slot, so memory stays near what the grower reads plus
-/// twice the largest tensor; then config, carried files, rename.
+/// twice the largest tensor; then config, carried files, the training schedule, rename.
 pub fn write_streamed(
     job: &Streamed<'_>,
     source_dir: &Path,
@@ -367,6 +438,7 @@ pub fn write_streamed(
     dtype: Dtype,
     overwrite: bool,
     max_shard_bytes: Option<u64>,
+    schedule: Option<&TrainSchedule>,
 ) -> Result<PathBuf> {
     let dir = AtomicDir::new(out, overwrite).map_err(|e| match e {
         CheckpointError::OutputExists { path } => anyhow::Error::from(Usage::new(format!(
@@ -386,7 +458,16 @@ pub fn write_streamed(
         "tensors written (NaN/Inf checks fused into the writes, growing overlapped with writing)"
     );
     write_config_json(dir.path(), job.config.clone(), dtype)?;
-    copy_files(source_dir, other_files, dir.path())?;
+    // A schedule beside the source describes the source, not the grown model.
+    let carried: Vec<PathBuf> = other_files
+        .iter()
+        .filter(|p| p.as_os_str() != SCHEDULE_FILE)
+        .cloned()
+        .collect();
+    copy_files(source_dir, &carried, dir.path())?;
+    if let Some(s) = schedule {
+        s.write(&dir.path().join(SCHEDULE_FILE))?;
+    }
     Ok(dir.commit()?)
 }
 
@@ -505,7 +586,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (out, built) = (tmp.path().join("out"), tmp.path().join("built"));
         for dtype in [Dtype::F32, Dtype::BF16] {
-            write_plan(&plan, tmp.path(), &[], &out, dtype, true).unwrap();
+            write_plan(&plan, tmp.path(), &[], &out, dtype, true, None).unwrap();
             bert2bert_checkpoint::ModelDir::new(tmp.path().into(), plan.build(), dtype, vec![])
                 .write(
                     &built,
@@ -538,7 +619,7 @@ mod tests {
         let plan = plan_for(&model);
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        let err = write_plan(&plan, tmp.path(), &[], &out, Dtype::F32, false).unwrap_err();
+        let err = write_plan(&plan, tmp.path(), &[], &out, Dtype::F32, false, None).unwrap_err();
         match err.downcast_ref::<CheckpointError>() {
             Some(CheckpointError::NonFinite { tensor, .. }) => {
                 assert!(tensor.contains("intermediate.dense.weight"), "{tensor}")

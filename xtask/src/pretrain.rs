@@ -14,6 +14,8 @@ use bert2bert_train::trainer::{
 use bert2bert_train::{
     Arch, DeviceKind, FreshConfig, ModelShape, default_tokenizer_dir, device, load_data,
 };
+use bert2bert_train::export::{Recording, write_batches};
+use bert2bert_train::schedule::{SCHEDULE_FILE, TrainSchedule};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -116,6 +118,21 @@ pub struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Take the training schedule (steps, learning rate, AdamW, clipping, seed, two-stage
+    /// sub-models) from this `bert2bert_schedule.json`, e.g. the one `grow` wrote beside the
+    /// grown model, instead of the flags.
+    #[arg(long, conflicts_with_all = [
+        "steps", "lr", "warmup", "decay", "weight_decay", "clip", "seed", "two_stage", "lb",
+        "stage1_steps",
+    ])]
+    #[serde(default)]
+    pub schedule: Option<PathBuf>,
+    /// Write every training batch of this invocation and the loss computed on it to FILE
+    /// (safetensors, plus FILE with extension .json), for checking another trainer against this
+    /// one (docs/distributed.md).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub export_batches: Option<PathBuf>,
 }
 
 /// Learning-rate decay (command-line form).
@@ -127,18 +144,36 @@ pub enum DecayArg {
     Cosine,
 }
 
-impl Args {
-    fn train_config(&self, layers: usize) -> anyhow::Result<TrainConfig> {
-        let warmup = self.warmup.unwrap_or(self.steps / 20);
-        let two_stage = self.two_stage.then(|| TwoStage {
-            lb: self.lb,
-            stage1_steps: self.stage1_steps.unwrap_or(self.steps / 8),
-        });
-        let cfg = TrainConfig {
+/// The schedule flags shared by `pretrain` and `grow` (which writes them beside the grown model),
+/// with pretrain's defaults: warmup 5% of the steps, stage 1 an eighth of them.
+#[derive(Clone, Copy, Debug)]
+pub struct ScheduleFlags {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warmup steps (None: 5% of `steps`).
+    pub warmup: Option<usize>,
+    /// Decay after warmup.
+    pub decay: DecayArg,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: off).
+    pub clip: f64,
+    /// Seed of dropout and sub-model sampling.
+    pub seed: u64,
+    /// l_b and stage-1 steps (None: an eighth of `steps`), if two-stage.
+    pub two_stage: Option<(usize, Option<usize>)>,
+}
+
+impl ScheduleFlags {
+    /// The training configuration, with the given evaluation, logging and checkpoint intervals.
+    pub fn train_config(&self, eval_every: usize, log_every: usize, checkpoint_every: usize) -> TrainConfig {
+        TrainConfig {
             steps: self.steps,
             schedule: Schedule {
                 peak: self.lr,
-                warmup,
+                warmup: self.warmup.unwrap_or(self.steps / 20),
                 total: self.steps,
                 decay: match self.decay {
                     DecayArg::Linear => Decay::Linear,
@@ -151,11 +186,30 @@ impl Args {
             },
             max_grad_norm: (self.clip > 0.0).then_some(self.clip),
             seed: self.seed,
-            eval_every: self.eval_every,
-            log_every: self.log_every,
-            checkpoint_every: self.checkpoint_every,
-            two_stage,
+            eval_every,
+            log_every,
+            checkpoint_every,
+            two_stage: self.two_stage.map(|(lb, s1)| TwoStage {
+                lb,
+                stage1_steps: s1.unwrap_or(self.steps / 8),
+            }),
+        }
+    }
+}
+
+impl Args {
+    fn train_config(&self, layers: usize) -> anyhow::Result<TrainConfig> {
+        let flags = ScheduleFlags {
+            steps: self.steps,
+            lr: self.lr,
+            warmup: self.warmup,
+            decay: self.decay,
+            weight_decay: self.weight_decay,
+            clip: self.clip,
+            seed: self.seed,
+            two_stage: self.two_stage.then_some((self.lb, self.stage1_steps)),
         };
+        let cfg = flags.train_config(self.eval_every, self.log_every, self.checkpoint_every);
         cfg.validate(layers)?;
         Ok(cfg)
     }
@@ -219,6 +273,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stored.stop_at = args.stop_at;
         stored.quiet = args.quiet;
         refuse_overlapping_out(&stored)?;
+        stored.export_batches = args.export_batches.clone();
         (stored, true)
     } else {
         // Before the old run folder is removed: it must not hold (or be held by) an input.
@@ -232,6 +287,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             std::fs::remove_dir_all(&args.out)
                 .with_context(|| format!("removing {}", args.out.display()))?;
+        }
+        let mut args = args;
+        if let Some(path) = &args.schedule {
+            // The schedule's seed is the run's seed (data order and a fresh head too), and its
+            // step count the run's, so the stored arguments say what ran.
+            let sched = TrainSchedule::read(path)?;
+            args.seed = sched.seed;
+            args.steps = sched.total_steps;
         }
         (args, false)
     };
@@ -293,9 +356,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .any(|p| p.as_os_str() == "tokenizer.json")
         {
+            // The run writes its own schedule; the one beside --init does not travel on.
             CarryFiles {
                 dir: init.clone(),
-                files: md.other_files.clone(),
+                files: md
+                    .other_files
+                    .iter()
+                    .filter(|p| p.as_os_str() != SCHEDULE_FILE)
+                    .cloned()
+                    .collect(),
             }
         } else {
             tokenizer_files(&default_tokenizer_dir(&assets, family))?
@@ -359,14 +428,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut trainer = match start {
         Start::Resume(t) => t,
         Start::Fresh(params, carry) => {
-            let cfg = args.train_config(params.layers())?;
+            let cfg = match &args.schedule {
+                Some(path) => {
+                    let sched = TrainSchedule::read(path)?;
+                    sched.check(&params, path)?;
+                    sched.train_config(args.eval_every, args.log_every, args.checkpoint_every)
+                }
+                None => args.train_config(params.layers())?,
+            };
+            let sched = TrainSchedule::for_params(&params, &cfg)?;
             std::fs::create_dir_all(&args.out)?;
             std::fs::write(&args_path, serde_json::to_string_pretty(&args)? + "\n")
                 .with_context(|| format!("writing {}", args_path.display()))?;
+            sched.write(&args.out.join(SCHEDULE_FILE))?;
             Trainer::new(cfg, params, dev.clone(), &args.out, carry)?
         }
     };
     data.batcher.skip(trainer.step())?;
+    let first_step = trainer.step();
+    let mut recording = None;
+    let mut reports = Vec::new();
     tracing::info!(
         family = family.name(),
         steps_per_epoch = data.steps_per_epoch,
@@ -388,7 +469,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.set_position(trainer.step() as u64);
     let mut last_eval = None;
     let mut smooth: Option<f64> = None;
-    trainer.run(data.batcher.as_mut(), &data.eval, until, &mut |r| {
+    let source: &mut dyn BatchSource = match &args.export_batches {
+        Some(_) => recording.insert(Recording::new(data.batcher.as_mut())),
+        None => data.batcher.as_mut(),
+    };
+    trainer.run(source, &data.eval, until, &mut |r| {
+        reports.push(*r);
         if r.eval_loss.is_some() {
             last_eval = r.eval_loss;
         }
@@ -404,6 +490,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
     })?;
     bar.finish();
+    if let (Some(path), Some(rec)) = (&args.export_batches, recording) {
+        write_batches(path, family.name(), first_step, &rec.batches, &reports)
+            .with_context(|| format!("--export-batches {}", path.display()))?;
+        eprintln!("exported {} batches to {}", rec.batches.len(), path.display());
+    }
     let out = &args.out;
     if trainer.step() == total {
         eprintln!(

@@ -627,6 +627,12 @@ impl Params {
         &self.template.config
     }
 
+    /// Whether the decoder has its own matrix (`cls.predictions.decoder.weight`) instead of the
+    /// word embeddings.
+    pub fn untied_decoder(&self) -> bool {
+        self.untied
+    }
+
     /// The underlying var map (names are Hugging Face names).
     pub fn varmap(&self) -> &VarMap {
         &self.varmap

@@ -349,7 +349,7 @@ pub fn submodel_depths(layers: usize, lb: usize) -> Vec<usize> {
 
 /// A stream seed for (`seed`, `step`, `purpose`): every step's randomness is a pure function of
 /// the run's seed and the step, so a resumed run draws exactly what an uninterrupted one would.
-fn step_seed(seed: u64, step: usize, purpose: u64) -> u64 {
+pub(crate) fn step_seed(seed: u64, step: usize, purpose: u64) -> u64 {
     SplitMix64::new(
         seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ purpose.wrapping_mul(0xA076_1D64_78BD_642F)
@@ -396,6 +396,10 @@ pub struct StepReport {
     pub tokens_per_s: f64,
     /// Stage (1 or 2).
     pub stage: u8,
+    /// The sub-model this step trained (the whole model in stage 2).
+    pub scope: Scope,
+    /// This step's learning rate.
+    pub lr: f64,
 }
 
 /// Counters saved with a checkpoint.
@@ -670,8 +674,7 @@ impl Trainer {
         match self.cfg.two_stage {
             Some(ts) if step < ts.stage1_steps => {
                 let depths = submodel_depths(layers, ts.lb);
-                let mut rng = SplitMix64::new(step_seed(self.cfg.seed, step, 2));
-                let n = depths[rng.below(depths.len())];
+                let n = depths[crate::schedule::sample_submodel(self.cfg.seed, step, depths.len())];
                 (1, Scope::stage1(n, ts.lb))
             }
             _ => (2, Scope::full(layers)),
@@ -742,7 +745,7 @@ impl Trainer {
         }
         while self.step < until {
             let batch = source.next_batch()?;
-            let (stage, _) = self.scope_at(self.step);
+            let (stage, scope) = self.scope_at(self.step);
             let lr = self.cfg.schedule.lr(self.step);
             let loss = self.train_step(&batch)?;
             self.wall_s = wall_before + started.elapsed().as_secs_f64();
@@ -778,6 +781,8 @@ impl Trainer {
                 tokens: self.tokens,
                 tokens_per_s: (self.tokens - tokens_before) as f64 / elapsed,
                 stage,
+                scope,
+                lr,
             });
             if self.step.is_multiple_of(self.cfg.checkpoint_every) || self.step == until {
                 self.save_checkpoint()?;
