@@ -122,3 +122,31 @@ def test_candle_and_pytorch_compute_the_same_losses(xtask: Path, tmp_path: Path,
     assert len(depths) >= 2 and set(t["stage"].tolist()) == {1, 2}, depths
     # Training moved the loss: the comparison is not of ten copies of the starting loss.
     assert abs(theirs[-1] - theirs[0]) > 1e-3
+
+
+@pytest.mark.parametrize("fixture", ["hf-llama-tiny", "hf-qwen3-tiny"])
+def test_a_grown_llama_family_folder_trains_with_the_schedule_grow_wrote(xtask: Path, tmp_path: Path, fixture: str) -> None:
+    """`grow` on a Llama-family folder writes the schedule this package follows: the same file
+    the Python-side rule builds for the loaded model, and a stage-1 step trains only what it names."""
+    from helpers import random_batch
+
+    torch.set_num_threads(1)
+    grown = tmp_path / "grown"
+    _xtask(xtask, "grow", "--source", str(REPO / "testdata" / fixture), "--out", str(grown), "--layers", "4",
+           "--depth", "stack", "--no-verify", "--steps", "6", "--stage1-steps", "3", "--lb", "2", "--lr", "2e-3",
+           "--warmup", "1", "--train-seed", "3")
+    schedule = read(grown / SCHEDULE_FILE)
+    model = load_model(grown, "eager")
+    assert schedule.family == model.config.model_type
+    assert build_schedule(model, lb=2, stage1_steps=3, total=6, peak=2e-3, warmup=1, seed=3) == schedule.raw
+    trainer = TwoStageTrainer(model, schedule, torch.device("cpu"))
+    for step in range(3):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        r = trainer.train_step(random_batch("llama", model.config.vocab_size, 2, 16, seed=step))
+        assert r.stage == 1 and np.isfinite(r.loss)
+        trainable = set(schedule.submodels[[s.depth for s in schedule.submodels].index(r.depth)].trainable)
+        for n, p in model.named_parameters():
+            if n in trainable:
+                continue
+            assert torch.equal(before[n], p.detach()), f"step {step}: {n} moved outside the sub-model"
+        assert any(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters() if n in trainable)

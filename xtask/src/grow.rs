@@ -3,13 +3,13 @@
 
 use crate::pretrain::{DecayArg, ScheduleFlags};
 use crate::verify::{VerifyArgs, print_verify};
-use bert2bert_train::schedule::{SCHEDULE_FILE, TrainSchedule, untied_head};
 use crate::{Usage, workspace_root};
 use anyhow::{Context, Result};
 use bert2bert_checkpoint::folder::{copy_files, write_config_json};
 use bert2bert_checkpoint::safetensors::{FolderWriter, TensorSpec};
 use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Family, Model, read_model_dir};
 use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
+use bert2bert_train::schedule::{SCHEDULE_FILE, TrainSchedule, untied_head};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -117,6 +117,29 @@ pub struct ScheduleArgs {
 impl ScheduleArgs {
     /// The schedule for the grown `model` of `layers` layers.
     pub fn schedule(&self, source: &Model, layers: usize) -> Result<TrainSchedule> {
+        TrainSchedule::new(
+            source.family(),
+            layers,
+            untied_head(source),
+            &self.train_config(),
+        )
+        .map_err(schedule_usage)
+    }
+
+    /// The schedule of a grown Llama-family model (`model_type`) with these parameters.
+    pub fn llama_schedule(
+        &self,
+        model_type: &str,
+        layers: usize,
+        parameters: Vec<String>,
+    ) -> Result<TrainSchedule> {
+        TrainSchedule::for_llama(model_type, layers, parameters, &self.train_config())
+            .map_err(schedule_usage)
+    }
+
+    /// The flags as a training configuration (the intervals belong to a trainer, not to the
+    /// schedule, and are placeholders).
+    fn train_config(&self) -> bert2bert_train::trainer::TrainConfig {
         let flags = ScheduleFlags {
             steps: self.steps,
             lr: self.lr,
@@ -127,11 +150,12 @@ impl ScheduleArgs {
             seed: self.train_seed,
             two_stage: Some((self.lb, self.stage1_steps)),
         };
-        // The intervals belong to a trainer, not to the schedule.
-        let cfg = flags.train_config(1, 1, 1);
-        TrainSchedule::new(source.family(), layers, untied_head(source), &cfg)
-            .map_err(|e| Usage::new(format!("{e} (check the training schedule flags)")).into())
+        flags.train_config(1, 1, 1)
     }
+}
+
+fn schedule_usage(e: bert2bert_train::TrainError) -> anyhow::Error {
+    Usage::new(format!("{e} (check the training schedule flags)")).into()
 }
 
 /// A size like transformers' `max_shard_size`: bytes, or a number with KB, MB, GB (powers of
@@ -291,6 +315,7 @@ pub fn run(args: Args) -> Result<()> {
                 Ok(())
             },
             config: plan.config_json(),
+            schedule: Some(&schedule),
         },
         &source.path,
         &source.other_files,
@@ -298,7 +323,6 @@ pub fn run(args: Args) -> Result<()> {
         dtype,
         args.overwrite,
         Some(args.max_shard_size),
-        Some(&schedule),
     )?;
     let grow_s = t0.elapsed().as_secs_f64();
     let verified = if args.no_verify {
@@ -379,6 +403,8 @@ pub struct Streamed<'a> {
     pub fill: &'a dyn Fn(usize, &mut [f32]) -> Result<()>,
     /// The output's config.json object.
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// The training schedule written beside the model, if any.
+    pub schedule: Option<&'a TrainSchedule>,
 }
 
 /// `TensorSpec`s for (name, shape) pairs in `dtype`.
@@ -415,6 +441,7 @@ pub fn write_plan(
             max_len: plan.max_tensor_len(),
             fill: &fill,
             config: plan.config_json(),
+            schedule,
         },
         source_dir,
         other_files,
@@ -422,7 +449,6 @@ pub fn write_plan(
         dtype,
         overwrite,
         Some(bert2bert_checkpoint::safetensors::DEFAULT_MAX_SHARD_BYTES),
-        schedule,
     )
 }
 
@@ -438,7 +464,6 @@ pub fn write_streamed(
     dtype: Dtype,
     overwrite: bool,
     max_shard_bytes: Option<u64>,
-    schedule: Option<&TrainSchedule>,
 ) -> Result<PathBuf> {
     let dir = AtomicDir::new(out, overwrite).map_err(|e| match e {
         CheckpointError::OutputExists { path } => anyhow::Error::from(Usage::new(format!(
@@ -465,7 +490,7 @@ pub fn write_streamed(
         .cloned()
         .collect();
     copy_files(source_dir, &carried, dir.path())?;
-    if let Some(s) = schedule {
+    if let Some(s) = job.schedule {
         s.write(&dir.path().join(SCHEDULE_FILE))?;
     }
     Ok(dir.commit()?)

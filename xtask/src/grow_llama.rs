@@ -154,6 +154,12 @@ pub fn run(args: Args, source_dir: &Path) -> Result<()> {
         .iter()
         .map(|d| (d.name.clone(), d.shape.clone()))
         .collect();
+    // Before anything is written: bad schedule flags leave no output behind.
+    let schedule = args.schedule.llama_schedule(
+        src.config.kind.name(),
+        target.layers,
+        tensors.iter().map(|(n, _)| n.clone()).collect(),
+    )?;
     let fill = |i: usize, buf: &mut [f32]| -> Result<()> { Ok(plan.tensor_into(i, buf)?) };
     let out = write_streamed(
         &Streamed {
@@ -161,6 +167,7 @@ pub fn run(args: Args, source_dir: &Path) -> Result<()> {
             max_len: plan.max_tensor_len(),
             fill: &fill,
             config: plan.config().to_json(),
+            schedule: Some(&schedule),
         },
         &src.path,
         &src.other_files,
@@ -184,6 +191,7 @@ pub fn run(args: Args, source_dir: &Path) -> Result<()> {
             "target": target,
             "grow": report,
             "verify": verified,
+            "schedule": out.join(bert2bert_train::schedule::SCHEDULE_FILE),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -196,6 +204,10 @@ pub fn run(args: Args, source_dir: &Path) -> Result<()> {
         if let Some(v) = &verified {
             print_verify(v, report.expected_exact);
         }
+        println!(
+            "training schedule: {} (docs/distributed.md)",
+            out.join(bert2bert_train::schedule::SCHEDULE_FILE).display()
+        );
     }
     Ok(())
 }

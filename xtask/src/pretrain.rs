@@ -6,16 +6,16 @@ use anyhow::{Context, bail};
 use bert2bert_checkpoint::read_model_dir;
 use bert2bert_train::bert::Params;
 use bert2bert_train::data::{default_assets_dir, load_tokenizer};
+use bert2bert_train::export::{Recording, write_batches};
 use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
+use bert2bert_train::schedule::{SCHEDULE_FILE, TrainSchedule};
 use bert2bert_train::trainer::{
-    CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams, TrainConfig, Trainer, TwoStage,
+    BatchSource, CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams, TrainConfig, Trainer, TwoStage,
 };
 use bert2bert_train::{
     Arch, DeviceKind, FreshConfig, ModelShape, default_tokenizer_dir, device, load_data,
 };
-use bert2bert_train::export::{Recording, write_batches};
-use bert2bert_train::schedule::{SCHEDULE_FILE, TrainSchedule};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -168,7 +168,12 @@ pub struct ScheduleFlags {
 
 impl ScheduleFlags {
     /// The training configuration, with the given evaluation, logging and checkpoint intervals.
-    pub fn train_config(&self, eval_every: usize, log_every: usize, checkpoint_every: usize) -> TrainConfig {
+    pub fn train_config(
+        &self,
+        eval_every: usize,
+        log_every: usize,
+        checkpoint_every: usize,
+    ) -> TrainConfig {
         TrainConfig {
             steps: self.steps,
             schedule: Schedule {
@@ -493,7 +498,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(path), Some(rec)) = (&args.export_batches, recording) {
         write_batches(path, family.name(), first_step, &rec.batches, &reports)
             .with_context(|| format!("--export-batches {}", path.display()))?;
-        eprintln!("exported {} batches to {}", rec.batches.len(), path.display());
+        eprintln!(
+            "exported {} batches to {}",
+            rec.batches.len(),
+            path.display()
+        );
     }
     let out = &args.out;
     if trainer.step() == total {

@@ -146,7 +146,9 @@ fn poison_weight(src: &Path, name: &str, value: f32) {
 #[test]
 fn bad_data_exits_1_names_the_problem_and_writes_nothing() {
     type Break = fn(&Path);
-    let cases: [(&str, Break, &[(&str, &str)], &[&str]); 7] = [
+    /// (what is broken, how, extra config fields, what the error must name)
+    type Case<'a> = (&'a str, Break, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 7] = [
         (
             "truncated safetensors",
             |src| {
@@ -402,7 +404,11 @@ fn experiment_refuses_an_output_overlapping_its_assets() {
         assert_eq!(o.status.code(), Some(2), "{}: {e}", out.display());
         assert!(e.contains("--out") && e.contains(needle), "{e}");
         assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
-        assert!(snapshot(tmp.path()) == before, "{}: files changed", out.display());
+        assert!(
+            snapshot(tmp.path()) == before,
+            "{}: files changed",
+            out.display()
+        );
         assert_only(&assets, &["keep.txt", "runs"]);
     }
 }

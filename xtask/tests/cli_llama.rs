@@ -89,6 +89,12 @@ fn qwen3_from_a_target_config_with_identity_depth_and_shards() {
         "identity",
         "--max-shard-size",
         "200KB",
+        "--steps",
+        "8",
+        "--stage1-steps",
+        "4",
+        "--lb",
+        "2",
     ]);
     assert_eq!(r["verify"]["exact"], true, "{r:#}");
     assert!(out.join("model.safetensors.index.json").is_file());
@@ -97,6 +103,57 @@ fn qwen3_from_a_target_config_with_identity_depth_and_shards() {
     assert_eq!(cfg["num_hidden_layers"], 3);
     assert_eq!(cfg["layer_types"].as_array().unwrap().len(), 3);
     assert_eq!(cfg["tie_word_embeddings"], true, "the tie is kept");
+
+    // The schedule names exactly the tensors written (tied: no lm_head), for the PyTorch package.
+    let sched = json_file(&out.join("bert2bert_schedule.json"));
+    assert_eq!(
+        r["schedule"].as_str().unwrap(),
+        s(&out.join("bert2bert_schedule.json"))
+    );
+    assert_eq!(sched["family"], "qwen3");
+    assert_eq!(
+        (sched["layers"].as_u64(), sched["lb"].as_u64()),
+        (Some(3), Some(2))
+    );
+    let index = json_file(&out.join("model.safetensors.index.json"));
+    let mut written: Vec<String> = index["weight_map"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    written.sort();
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&sched["parameters"]), written);
+    assert!(!written.iter().any(|n| n == "lm_head.weight"));
+    let no_decay = names(&sched["no_weight_decay"]);
+    assert!(
+        no_decay
+            .iter()
+            .any(|n| n == "model.layers.0.self_attn.q_norm.weight")
+    );
+    assert!(no_decay.iter().any(|n| n == "model.norm.weight"));
+    assert!(!no_decay.iter().any(|n| n.ends_with("q_proj.weight")));
+    // Sub-models of depth 2 and 3: the top two layers and the head (the final norm) train,
+    // never the embeddings.
+    let subs = sched["submodels"].as_array().unwrap();
+    let depths: Vec<u64> = subs.iter().map(|m| m["depth"].as_u64().unwrap()).collect();
+    assert_eq!(depths, [2, 3]);
+    let top = names(&subs[1]["trainable"]);
+    assert!(
+        top.iter().all(|n| n.starts_with("model.layers.1.")
+            || n.starts_with("model.layers.2.")
+            || n == "model.norm.weight"),
+        "{top:?}"
+    );
+    assert!(top.iter().any(|n| n == "model.norm.weight"));
+    assert!(!top.iter().any(|n| n.starts_with("model.embed_tokens")));
 }
 
 #[test]

@@ -64,7 +64,10 @@ fn grow_writes_the_schedule_and_pretrain_follows_and_exports() {
     assert_eq!(sched["version"], 1);
     assert_eq!(sched["family"], "bert");
     assert_eq!(sched["layers"], 6);
-    assert_eq!((sched["lb"].as_u64(), sched["stage1_steps"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (sched["lb"].as_u64(), sched["stage1_steps"].as_u64()),
+        (Some(2), Some(2))
+    );
     assert_eq!(sched["lr"]["peak"].as_f64(), Some(2e-3));
     assert_eq!(sched["seed"], 5);
     let depths: Vec<u64> = sched["submodels"]
@@ -97,16 +100,26 @@ fn grow_writes_the_schedule_and_pretrain_follows_and_exports() {
     assert_eq!(json_file(&run.join("bert2bert_schedule.json")), sched);
     let m = metrics(&run);
     let stages: Vec<u64> = m.iter().map(|x| x["stage"].as_u64().unwrap()).collect();
-    assert_eq!(stages, [1, 1, 1, 2, 2], "step 0 line, 2 stage-1 steps, 2 stage-2 steps");
+    assert_eq!(
+        stages,
+        [1, 1, 1, 2, 2],
+        "step 0 line, 2 stage-1 steps, 2 stage-2 steps"
+    );
     // The run's settings are the schedule's: its seed and its step count.
     let args_json = json_file(&run.join("pretrain_args.json"));
-    assert_eq!((args_json["seed"].as_u64(), args_json["steps"].as_u64()), (Some(5), Some(4)));
+    assert_eq!(
+        (args_json["seed"].as_u64(), args_json["steps"].as_u64()),
+        (Some(5), Some(4))
+    );
     // The carried schedule of --init does not travel into the run's model folder.
     assert!(!run.join("model/bert2bert_schedule.json").exists());
 
     let meta = json_file(&run.join("batches.json"));
     assert_eq!(meta["format"], "bert2bert-batches");
-    assert_eq!((meta["steps"].as_u64(), meta["first_step"].as_u64()), (Some(4), Some(0)));
+    assert_eq!(
+        (meta["steps"].as_u64(), meta["first_step"].as_u64()),
+        (Some(4), Some(0))
+    );
     let t = candle_core::safetensors::load(&export, &candle_core::Device::Cpu).unwrap();
     assert_eq!(t["input_ids"].dims(), [4, 2, 16]);
     assert_eq!(t["labels"].dims(), [4, 2, 16]);
@@ -145,6 +158,9 @@ fn grow_writes_the_schedule_and_pretrain_follows_and_exports() {
     let o = xtask(&args2);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
-    assert!(e.contains("other.json") && e.contains("4 layers, the model has 6"), "{e}");
+    assert!(
+        e.contains("other.json") && e.contains("4 layers, the model has 6"),
+        "{e}"
+    );
     assert!(!run2.exists());
 }

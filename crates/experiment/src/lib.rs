@@ -26,9 +26,9 @@ pub use error::ExperimentError;
 pub use plan::{LrSpec, Method, Plan, Preset, SettingPlan, Shape, SourceSpec};
 pub use sources::{DataInfo, SourceInfo};
 
+use bert2bert_checkpoint::CheckpointError;
 use bert2bert_train::DeviceKind;
 use bert2bert_train::data::default_assets_dir;
-use bert2bert_checkpoint::CheckpointError;
 use error::{checkpoint, io, json, pretty};
 use sources::FamilyData;
 use std::path::{Path, PathBuf};

@@ -40,8 +40,14 @@ fn an_output_overlapping_the_assets_or_a_source_folder_is_refused_before_anythin
         (bundled.join("sub"), "is inside the source model folder"),
         (root.join("assets"), "contains the source model folder"),
         (assets.clone(), "is the assets folder (--assets)"),
-        (assets.join("results"), "is inside the assets folder (--assets)"),
-        (tmp.path().to_owned(), "contains the assets folder (--assets)"),
+        (
+            assets.join("results"),
+            "is inside the assets folder (--assets)",
+        ),
+        (
+            tmp.path().to_owned(),
+            "contains the assets folder (--assets)",
+        ),
     ];
     for (out, needle) in cases {
         let mut options = Options::new(Preset::Mini, &root);

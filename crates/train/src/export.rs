@@ -128,12 +128,12 @@ pub fn write_batches(
             &Device::Cpu,
         )?)
     };
-    t.insert(
-        "step".into(),
-        col_i64(&|r: &StepReport| r.step as i64 - 1)?,
-    );
+    t.insert("step".into(), col_i64(&|r: &StepReport| r.step as i64 - 1)?);
     t.insert("stage".into(), col_i64(&|r: &StepReport| r.stage as i64)?);
-    t.insert("depth".into(), col_i64(&|r: &StepReport| r.scope.layers as i64)?);
+    t.insert(
+        "depth".into(),
+        col_i64(&|r: &StepReport| r.scope.layers as i64)?,
+    );
     t.insert(
         "frozen_below".into(),
         col_i64(&|r: &StepReport| r.scope.frozen_below as i64)?,

@@ -24,6 +24,9 @@ pub const SCHEDULE_FORMAT: &str = "bert2bert-schedule";
 pub const SCHEDULE_VERSION: u32 = 1;
 /// The sub-model sampler of [`sample_submodel`], by name (the file's `sampler` field).
 pub const SAMPLER: &str = "splitmix64-v1";
+/// The Llama-family `model_type`s a schedule may name; the PyTorch package trains them, the
+/// candle trainer does not.
+pub const LLAMA_FAMILIES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
 
 /// One stage-1 sub-model: the embeddings, the bottom `depth` layers and the head, of which only
 /// layers `frozen_below..depth` and the head are trained.
@@ -110,6 +113,26 @@ fn role(family: Family, name: &str) -> Option<Role> {
             }
         }
     }
+}
+
+/// The role of a Llama-family parameter: `model.embed_tokens` below every sub-model, the final
+/// `model.norm` and an untied `lm_head` in the head.
+fn llama_role(name: &str) -> Option<Role> {
+    if name.starts_with("model.embed_tokens.") {
+        Some(Role::Embedding)
+    } else if name.starts_with("model.norm.") || name == "lm_head.weight" {
+        Some(Role::Head)
+    } else {
+        let rest = name.strip_prefix("model.layers.")?;
+        let (i, _) = rest.split_once('.')?;
+        i.parse().ok().map(Role::Layer)
+    }
+}
+
+/// Whether a Llama-family parameter is exempt from weight decay: biases and every RMSNorm
+/// weight (the layer norms, Qwen3's q/k norms, the final norm), as for BERT's and GPT-2's norms.
+fn llama_no_decay(name: &str) -> bool {
+    name.ends_with(".bias") || name.contains("norm")
 }
 
 /// Every trained parameter of a `family` model with `layers` layers, by Hugging Face name,
@@ -210,17 +233,57 @@ pub fn sample_submodel(seed: u64, step: usize, n: usize) -> usize {
 impl TrainSchedule {
     /// The schedule of `cfg` for a `family` model of `layers` layers.
     pub fn new(family: Family, layers: usize, untied: bool, cfg: &TrainConfig) -> Result<Self> {
-        cfg.validate(layers)?;
-        let parameters = parameter_names(family, layers, untied);
         let no_decay = |n: &str| match family {
             Family::Bert => crate::bert::no_weight_decay(n),
             Family::Gpt2 => crate::gpt2::no_weight_decay(n),
         };
-        let no_weight_decay = parameters
-            .iter()
-            .filter(|n| no_decay(n))
-            .cloned()
-            .collect();
+        Self::build(
+            family.name(),
+            layers,
+            parameter_names(family, layers, untied),
+            &|n| role(family, n),
+            &no_decay,
+            cfg,
+        )
+    }
+
+    /// The schedule of `cfg` for a Llama-family model (`model_type` one of
+    /// [`LLAMA_FAMILIES`]) of `layers` layers whose parameters are `parameters` (Hugging Face
+    /// names, as the checkpoint's tensor table lists them).
+    pub fn for_llama(
+        model_type: &str,
+        layers: usize,
+        mut parameters: Vec<String>,
+        cfg: &TrainConfig,
+    ) -> Result<Self> {
+        if !LLAMA_FAMILIES.contains(&model_type) {
+            return Err(TrainError::Config(format!(
+                "`{model_type}` is not a Llama-family model type ({})",
+                LLAMA_FAMILIES.join(", ")
+            )));
+        }
+        parameters.sort();
+        Self::build(
+            model_type,
+            layers,
+            parameters,
+            &llama_role,
+            &llama_no_decay,
+            cfg,
+        )
+    }
+
+    /// The schedule of `cfg` over `parameters` (sorted), each placed by `role`.
+    fn build(
+        family: &str,
+        layers: usize,
+        parameters: Vec<String>,
+        role: &dyn Fn(&str) -> Option<Role>,
+        no_decay: &dyn Fn(&str) -> bool,
+        cfg: &TrainConfig,
+    ) -> Result<Self> {
+        cfg.validate(layers)?;
+        let no_weight_decay = parameters.iter().filter(|n| no_decay(n)).cloned().collect();
         let submodels = match cfg.two_stage {
             Some(ts) => submodel_depths(layers, ts.lb)
                 .into_iter()
@@ -228,7 +291,7 @@ impl TrainSchedule {
                     let frozen_below = depth.saturating_sub(ts.lb);
                     let trainable = parameters
                         .iter()
-                        .filter(|n| match role(family, n) {
+                        .filter(|n| match role(n) {
                             Some(Role::Layer(i)) => (frozen_below..depth).contains(&i),
                             Some(Role::Head) => true,
                             Some(Role::Embedding) | None => false,
@@ -247,7 +310,7 @@ impl TrainSchedule {
         Ok(Self {
             format: SCHEDULE_FORMAT.into(),
             version: SCHEDULE_VERSION,
-            family: family.name().into(),
+            family: family.into(),
             layers,
             lb: cfg.two_stage.map(|t| t.lb),
             stage1_steps: cfg.two_stage.map_or(0, |t| t.stage1_steps),
@@ -301,11 +364,7 @@ impl TrainSchedule {
         if step >= self.stage1_steps || self.submodels.is_empty() {
             return None;
         }
-        Some(&self.submodels[sample_submodel(
-            self.seed,
-            step,
-            self.submodels.len(),
-        )])
+        Some(&self.submodels[sample_submodel(self.seed, step, self.submodels.len())])
     }
 
     /// Checks that this schedule is one the candle trainer follows exactly for `params`:
@@ -342,9 +401,11 @@ impl TrainSchedule {
         let expected = Self::for_params(params, &self.train_config(1, 1, 1))
             .map_err(|e| bad(e.to_string()))?;
         if self.no_weight_decay != expected.no_weight_decay {
-            return Err(bad("`no_weight_decay` differs from the family's rule (biases and \
+            return Err(bad(
+                "`no_weight_decay` differs from the family's rule (biases and \
                  LayerNorms); the candle trainer cannot follow it"
-                .into()));
+                    .into(),
+            ));
         }
         for (got, want) in self.submodels.iter().zip(&expected.submodels) {
             if got != want {
@@ -398,13 +459,16 @@ impl TrainSchedule {
                 s.sampler
             )));
         }
-        if s.family != Family::Bert.name() && s.family != Family::Gpt2.name() {
+        if s.family != Family::Bert.name()
+            && s.family != Family::Gpt2.name()
+            && !LLAMA_FAMILIES.contains(&s.family.as_str())
+        {
             return Err(bad(format!("unsupported family `{}`", s.family)));
         }
         s.train_config(1, 1, 1)
             .validate(s.layers)
             .map_err(|e| bad(e.to_string()))?;
-        if s.lb.is_some() != !s.submodels.is_empty() {
+        if s.lb.is_some() == s.submodels.is_empty() {
             return Err(bad("`lb` and `submodels` must be given together".into()));
         }
         Ok(s)
@@ -450,8 +514,11 @@ mod tests {
             stage1_steps: 5,
         };
         let s = TrainSchedule::new(Family::Gpt2, 5, false, &cfg(Some(ts))).unwrap();
-        let depths: Vec<(usize, usize)> =
-            s.submodels.iter().map(|m| (m.depth, m.frozen_below)).collect();
+        let depths: Vec<(usize, usize)> = s
+            .submodels
+            .iter()
+            .map(|m| (m.depth, m.frozen_below))
+            .collect();
         assert_eq!(depths, vec![(2, 0), (4, 2), (5, 3)]);
         let top = &s.submodels[2].trainable;
         assert_eq!(top.len(), 2 * 12 + 2);
@@ -459,8 +526,17 @@ mod tests {
             || n.starts_with("transformer.h.4.")
             || n.starts_with("transformer.ln_f.")));
         let s = TrainSchedule::new(Family::Bert, 2, true, &cfg(Some(ts))).unwrap();
-        assert!(s.submodels[0].trainable.contains(&"cls.predictions.decoder.weight".into()));
-        assert!(!s.submodels[0].trainable.iter().any(|n| n.contains("embeddings")));
+        assert!(
+            s.submodels[0]
+                .trainable
+                .contains(&"cls.predictions.decoder.weight".into())
+        );
+        assert!(
+            !s.submodels[0]
+                .trainable
+                .iter()
+                .any(|n| n.contains("embeddings"))
+        );
     }
 
     #[test]
@@ -479,12 +555,19 @@ mod tests {
         .unwrap();
         s.write(&path).unwrap();
         assert_eq!(TrainSchedule::read(&path).unwrap(), s);
-        assert_eq!(s.train_config(10, 1, 10), cfg(s.train_config(1, 1, 1).two_stage));
+        assert_eq!(
+            s.train_config(10, 1, 10),
+            cfg(s.train_config(1, 1, 1).two_stage)
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("\"version\": 1", "\"version\": 9")).unwrap();
         let e = TrainSchedule::read(&path).unwrap_err().to_string();
         assert!(e.contains(SCHEDULE_FILE) && e.contains("version"), "{e}");
-        std::fs::write(&path, text.replace("\"stage1_steps\": 5", "\"stage1_steps\": 50")).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("\"stage1_steps\": 5", "\"stage1_steps\": 50"),
+        )
+        .unwrap();
         let e = TrainSchedule::read(&path).unwrap_err().to_string();
         assert!(e.contains("longer than the run"), "{e}");
     }
@@ -497,7 +580,10 @@ mod tests {
             (0..12).map(|s| sample_submodel(seed, s, n)).collect()
         };
         assert_eq!(draws(0, 4), [3, 2, 2, 1, 2, 1, 3, 3, 2, 1, 1, 0]);
-        assert_eq!(draws(12345678901234567, 5), [0, 4, 4, 4, 1, 2, 0, 3, 2, 3, 3, 1]);
+        assert_eq!(
+            draws(12345678901234567, 5),
+            [0, 4, 4, 4, 1, 2, 0, 3, 2, 3, 3, 1]
+        );
         let mut seen = [0usize; 3];
         for step in 0..300 {
             seen[sample_submodel(7, step, 3)] += 1;

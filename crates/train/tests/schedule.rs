@@ -117,7 +117,10 @@ fn trainable_lists_are_what_the_candle_trainer_trains() {
         for lb in [1, 2] {
             let s = TrainSchedule::for_params(&params, &cfg(lb)).unwrap();
             let vars: Vec<String> = params.named_vars().into_iter().map(|(n, _)| n).collect();
-            assert_eq!(s.parameters, vars, "{what}: parameters are the vars, sorted");
+            assert_eq!(
+                s.parameters, vars,
+                "{what}: parameters are the vars, sorted"
+            );
             let all: BTreeSet<String> = vars.iter().cloned().collect();
             assert_eq!(trained(&params, Scope::full(3)), all, "{what}: stage 2");
             let depths: Vec<usize> = s.submodels.iter().map(|m| m.depth).collect();
