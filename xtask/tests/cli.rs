@@ -204,8 +204,8 @@ fn bad_data_exits_1_names_the_problem_and_writes_nothing() {
             |_| {},
             &[("BERT2BERT_MEMORY_LIMIT_BYTES", "100000")],
             &[
-                "src/model.safetensors: loading the weights as f32 needs about 384.",
-                "KiB",
+                // The fixture's float tensors: 97,326 values, 4 bytes each as f32.
+                "src/model.safetensors: loading the weights as f32 needs about 380.18 KiB (389304 bytes)",
                 "but 97.66 KiB (100000 bytes) is available (BERT2BERT_MEMORY_LIMIT_BYTES=100000",
             ],
         ),
