@@ -9,7 +9,7 @@
 //! every product the backward pass runs through: the trained top of the sub-model and the head.
 //! The frozen bottom of a stage-1 sub-model costs its forward only. See docs/training.md.
 
-use crate::bert::Scope;
+use crate::layers::Scope;
 use bert2bert_checkpoint::{BertConfig, Gpt2Config};
 
 /// Forward FLOPs of one encoder layer over `batch` sequences of `seq` tokens.

@@ -441,7 +441,7 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if use_fused(x) {
         x.contiguous()?.apply_op1(Rows(Softmax))
     } else {
-        crate::bert::softmax_composed(x)
+        crate::layers::softmax_composed(x)
     }
 }
 
@@ -451,7 +451,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
         x.contiguous()?
             .apply_op3(weight, bias, LayerNormOp { eps: eps as f32 })
     } else {
-        crate::bert::layer_norm_composed(x, weight, bias, eps)
+        crate::layers::layer_norm_composed(x, weight, bias, eps)
     }
 }
 
@@ -462,7 +462,7 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
             .contiguous()?
             .apply_op2(&targets.contiguous()?, CrossEntropy)
     } else {
-        let logp = crate::bert::log_softmax_last_dim(logits)?;
+        let logp = crate::layers::log_softmax_last_dim(logits)?;
         logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()
     }
 }

@@ -15,8 +15,8 @@ use bert2bert_checkpoint::{Activation, Dtype, Gpt2, Gpt2Config, Model};
 use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::bert::{Dropout, LayerNorm, Scope, activate, cross_entropy, softmax_last_dim};
 use crate::data::causal::CausalBatch;
+use crate::layers::{Dropout, LayerNorm, Scope, activate, cross_entropy, softmax_last_dim};
 
 /// The name prefix of the `GPT2Model` body inside `GPT2LMHeadModel`.
 const PREFIX: &str = "transformer.";

@@ -10,6 +10,7 @@ pub mod export;
 pub mod flops;
 pub mod fused;
 pub mod gpt2;
+pub mod layers;
 pub mod optim;
 pub mod schedule;
 pub mod streams;
