@@ -13,7 +13,7 @@ use crate::forward::gpt2::{forward_gpt2, random_ids, scales_by_layer_index};
 use crate::maps::{IndexMap, LayerMapSet, MapRole, layer_order};
 use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
-use crate::verify::{Acc, EXACT_REL_TOL, VerifyOptions, VerifyReport};
+use crate::verify::{Acc, VerifyOptions, VerifyReport};
 use bert2bert_checkpoint::random::SplitMix64;
 use bert2bert_checkpoint::{BertConfig, Gpt2, Gpt2Block, Gpt2Config, LayerNorm, Linear};
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, Axis, IxDyn, Slice, s};
@@ -796,39 +796,13 @@ pub(crate) fn verify_gpt2(
         last.add(ha.view(), hb.slice_axis(Axis(2), units));
         logits.add(a.logits.view(), b.logits.view());
     }
-    let layers: Vec<_> = layers
-        .into_iter()
-        .enumerate()
-        .map(|(l, acc)| {
-            acc.diff(match l {
-                0 => "embeddings".into(),
-                l if aligned[l - 1] == l => format!("layer {l}"),
-                l => format!("layer {l}/grown {}", aligned[l - 1]),
-            })
-        })
-        .collect();
-    let final_hidden = last.diff("final hidden".into());
-    let lm_logits = Some(logits.diff("lm logits".into()));
-    let max_rel = layers
-        .iter()
-        .chain(std::iter::once(&final_hidden))
-        .chain(lm_logits.iter())
-        .map(|d| d.max_rel)
-        .fold(
-            0.0f32,
-            |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) },
-        );
-    Ok(VerifyReport {
-        source: Target::of_gpt2(cs),
-        grown: Target::of_gpt2(cg),
-        options: *opts,
+    Ok(crate::verify::decoder_report(
+        Target::of_gpt2(cs),
+        Target::of_gpt2(cg),
+        opts,
         layers,
-        final_hidden,
-        mlm_logits: None,
-        nsp_logits: None,
-        lm_logits,
-        max_rel,
-        tolerance: EXACT_REL_TOL,
-        exact: max_rel <= EXACT_REL_TOL,
-    })
+        &aligned,
+        last,
+        logits,
+    ))
 }

@@ -14,7 +14,7 @@ use crate::gpt2::aligned_layers;
 use crate::maps::{IndexMap, LayerMapSet, MapRole, layer_order};
 use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
-use crate::verify::{Acc, EXACT_REL_TOL, VerifyOptions, VerifyReport};
+use crate::verify::{Acc, VerifyOptions, VerifyReport};
 use bert2bert_checkpoint::llama::{Part, Role, TensorDef, tensor_table};
 use bert2bert_checkpoint::random::SplitMix64;
 use bert2bert_checkpoint::{LlamaConfig, LlamaWeights};
@@ -911,39 +911,13 @@ pub fn verify_llama(
         last.add(ha.view(), unscale(hb.view()).view());
         logits.add(a.logits.view(), b.logits.view());
     }
-    let layers: Vec<_> = layers
-        .into_iter()
-        .enumerate()
-        .map(|(l, acc)| {
-            acc.diff(match l {
-                0 => "embeddings".into(),
-                l if aligned[l - 1] == l => format!("layer {l}"),
-                l => format!("layer {l}/grown {}", aligned[l - 1]),
-            })
-        })
-        .collect();
-    let final_hidden = last.diff("final hidden".into());
-    let lm_logits = Some(logits.diff("lm logits".into()));
-    let max_rel = layers
-        .iter()
-        .chain(std::iter::once(&final_hidden))
-        .chain(lm_logits.iter())
-        .map(|d| d.max_rel)
-        .fold(
-            0.0f32,
-            |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) },
-        );
-    Ok(VerifyReport {
-        source: LlamaTarget::of(cs).base(),
-        grown: LlamaTarget::of(cg).base(),
-        options: *opts,
+    Ok(crate::verify::decoder_report(
+        LlamaTarget::of(cs).base(),
+        LlamaTarget::of(cg).base(),
+        opts,
         layers,
-        final_hidden,
-        mlm_logits: None,
-        nsp_logits: None,
-        lm_logits,
-        max_rel,
-        tolerance: EXACT_REL_TOL,
-        exact: max_rel <= EXACT_REL_TOL,
-    })
+        &aligned,
+        last,
+        logits,
+    ))
 }

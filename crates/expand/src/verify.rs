@@ -328,3 +328,52 @@ fn verify_bert(
         exact: max_rel <= EXACT_REL_TOL,
     })
 }
+
+/// The report of a decoder-only comparison (GPT-2, Llama family): one accumulated difference
+/// per compared layer (`layers[0]` the embeddings, `layers[l]` source layer l against grown
+/// layer `aligned[l - 1]`), the last hidden states and the LM logits.
+pub(crate) fn decoder_report(
+    source: Target,
+    grown: Target,
+    options: &VerifyOptions,
+    layers: Vec<Acc>,
+    aligned: &[usize],
+    last: Acc,
+    logits: Acc,
+) -> VerifyReport {
+    let layers: Vec<_> = layers
+        .into_iter()
+        .enumerate()
+        .map(|(l, acc)| {
+            acc.diff(match l {
+                0 => "embeddings".into(),
+                l if aligned[l - 1] == l => format!("layer {l}"),
+                l => format!("layer {l}/grown {}", aligned[l - 1]),
+            })
+        })
+        .collect();
+    let final_hidden = last.diff("final hidden".into());
+    let lm_logits = Some(logits.diff("lm logits".into()));
+    let max_rel = layers
+        .iter()
+        .chain(std::iter::once(&final_hidden))
+        .chain(lm_logits.iter())
+        .map(|d| d.max_rel)
+        .fold(
+            0.0f32,
+            |a, b| if b.is_nan() { f32::INFINITY } else { a.max(b) },
+        );
+    VerifyReport {
+        source,
+        grown,
+        options: *options,
+        layers,
+        final_hidden,
+        mlm_logits: None,
+        nsp_logits: None,
+        lm_logits,
+        max_rel,
+        tolerance: EXACT_REL_TOL,
+        exact: max_rel <= EXACT_REL_TOL,
+    }
+}
