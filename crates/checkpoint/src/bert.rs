@@ -8,7 +8,7 @@ use crate::model::TensorDef as Def;
 use crate::model::{Dropped, NamedTensor, check_shapes};
 use crate::nn::{LayerNorm, Linear};
 use crate::safetensors::TensorStore;
-use ndarray::{Array1, Array2, ArrayViewD};
+use ndarray::{Array1, Array2, ArrayViewD, ArrayViewMutD};
 
 /// Word, position and token-type embeddings with their LayerNorm.
 #[derive(Clone, Debug, PartialEq)]
@@ -511,6 +511,44 @@ impl Bert {
         check_shapes(&self.named_tensors(), &self.expected_shapes())
     }
 
+    /// The tensor of `role` in Hugging Face orientation, writable (a transposed view for
+    /// `nn.Linear` weights); `None` if this model lacks that part.
+    pub fn tensor_mut(&mut self, role: Role) -> Option<ArrayViewMutD<'_, f32>> {
+        let e = &mut self.embeddings;
+        Some(match role {
+            Role::WordEmbeddings => e.word.view_mut().into_dyn(),
+            Role::PositionEmbeddings => e.position.view_mut().into_dyn(),
+            Role::TokenTypeEmbeddings => e.token_type.view_mut().into_dyn(),
+            Role::EmbeddingsLayerNorm(leaf) => norm_mut(&mut e.layer_norm, leaf),
+            Role::Layer(l, part, leaf) => {
+                let y = self.layers.get_mut(l)?;
+                match part {
+                    Part::Query => linear_mut(&mut y.query, leaf),
+                    Part::Key => linear_mut(&mut y.key, leaf),
+                    Part::Value => linear_mut(&mut y.value, leaf),
+                    Part::AttentionOutput => linear_mut(&mut y.attention_output, leaf),
+                    Part::AttentionLayerNorm => norm_mut(&mut y.attention_layer_norm, leaf),
+                    Part::Intermediate => linear_mut(&mut y.intermediate, leaf),
+                    Part::Output => linear_mut(&mut y.output, leaf),
+                    Part::OutputLayerNorm => norm_mut(&mut y.output_layer_norm, leaf),
+                }
+            }
+            Role::Pooler(leaf) => linear_mut(self.pooler.as_mut()?, leaf),
+            Role::Transform(leaf) => linear_mut(&mut self.mlm.as_mut()?.transform, leaf),
+            Role::TransformLayerNorm(leaf) => norm_mut(&mut self.mlm.as_mut()?.layer_norm, leaf),
+            Role::MlmBias => self.mlm.as_mut()?.bias.view_mut().into_dyn(),
+            Role::Decoder => self
+                .mlm
+                .as_mut()?
+                .decoder
+                .as_mut()?
+                .view_mut()
+                .reversed_axes()
+                .into_dyn(),
+            Role::Nsp(leaf) => linear_mut(self.nsp.as_mut()?, leaf),
+        })
+    }
+
     /// Every tensor name [`Bert::named_tensors`] yields, with the shape the config implies.
     pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.table()
@@ -524,6 +562,20 @@ fn linear_view(l: &Linear, leaf: Leaf) -> ArrayViewD<'_, f32> {
     match leaf {
         Leaf::Weight => l.weight.t().into_dyn(),
         Leaf::Bias => l.bias.view().into_dyn(),
+    }
+}
+
+fn linear_mut(l: &mut Linear, leaf: Leaf) -> ArrayViewMutD<'_, f32> {
+    match leaf {
+        Leaf::Weight => l.weight.view_mut().reversed_axes().into_dyn(),
+        Leaf::Bias => l.bias.view_mut().into_dyn(),
+    }
+}
+
+fn norm_mut(n: &mut LayerNorm, leaf: Leaf) -> ArrayViewMutD<'_, f32> {
+    match leaf {
+        Leaf::Weight => n.weight.view_mut().into_dyn(),
+        Leaf::Bias => n.bias.view_mut().into_dyn(),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::model::TensorDef as Def;
 use crate::model::{Dropped, NamedTensor, check_shapes};
 use crate::nn::{LayerNorm, Linear};
 use crate::safetensors::TensorStore;
-use ndarray::{Array2, ArrayViewD, Axis, concatenate, s};
+use ndarray::{Array2, ArrayViewD, ArrayViewMutD, Axis, concatenate, s};
 
 /// One pre-LN decoder block.
 #[derive(Clone, Debug, PartialEq)]
@@ -356,6 +356,30 @@ impl Gpt2 {
         })
     }
 
+    /// The tensor of `role` in Hugging Face orientation, writable (a transposed view for an
+    /// untied `lm_head`); `None` if this model lacks that part.
+    pub fn tensor_mut(&mut self, role: Role) -> Option<ArrayViewMutD<'_, f32>> {
+        Some(match role {
+            Role::Wte => self.wte.view_mut().into_dyn(),
+            Role::Wpe => self.wpe.view_mut().into_dyn(),
+            Role::Block(l, part, leaf) => {
+                let b = self.blocks.get_mut(l)?;
+                match part {
+                    Part::Ln1 => pair_mut(&mut b.ln_1.weight, &mut b.ln_1.bias, leaf),
+                    Part::CAttn => pair_mut(&mut b.c_attn.weight, &mut b.c_attn.bias, leaf),
+                    Part::AttnProj => {
+                        pair_mut(&mut b.attn_proj.weight, &mut b.attn_proj.bias, leaf)
+                    }
+                    Part::Ln2 => pair_mut(&mut b.ln_2.weight, &mut b.ln_2.bias, leaf),
+                    Part::Fc => pair_mut(&mut b.fc.weight, &mut b.fc.bias, leaf),
+                    Part::MlpProj => pair_mut(&mut b.mlp_proj.weight, &mut b.mlp_proj.bias, leaf),
+                }
+            }
+            Role::LnF(leaf) => pair_mut(&mut self.ln_f.weight, &mut self.ln_f.bias, leaf),
+            Role::LmHead => self.lm_head.as_mut()?.view_mut().reversed_axes().into_dyn(),
+        })
+    }
+
     /// Every tensor name [`Gpt2::named_tensors`] yields, with the shape the config implies.
     pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
         self.table()
@@ -381,6 +405,18 @@ impl Gpt2 {
             )));
         }
         check_shapes(&self.named_tensors(), &self.expected_shapes())
+    }
+}
+
+/// A Conv1D's or LayerNorm's weight or bias, writable, as held (= as stored).
+fn pair_mut<'a, W: ndarray::Dimension, B: ndarray::Dimension>(
+    weight: &'a mut ndarray::Array<f32, W>,
+    bias: &'a mut ndarray::Array<f32, B>,
+    leaf: Leaf,
+) -> ArrayViewMutD<'a, f32> {
+    match leaf {
+        Leaf::Weight => weight.view_mut().into_dyn(),
+        Leaf::Bias => bias.view_mut().into_dyn(),
     }
 }
 

@@ -198,3 +198,53 @@ fn names_and_order_are_pinned() {
     );
     assert_eq!(names, want);
 }
+
+/// Writing a row through `tensor_mut` changes exactly what `tensor` (so the writer) reads
+/// under that row's role, for every row.
+#[test]
+fn tensor_mut_writes_what_tensor_reads() {
+    let cfg = BertConfig::new(30, 8, 2, 2, 16, 12);
+    let mut b = Bert::random(&cfg, Heads::ALL, Init::TEST, 9);
+    b.config.tie_word_embeddings = false;
+    b.mlm.as_mut().unwrap().decoder = Some(b.embeddings.word.t().to_owned());
+    for (i, def) in b.table().into_iter().enumerate() {
+        let before = b.clone();
+        let mut dst = b.tensor_mut(def.role).unwrap();
+        assert_eq!(dst.shape(), def.shape.as_slice(), "{}", def.name);
+        // A value no row holds, at the second element in Hugging Face order: [0, 1] of a
+        // matrix, so a view in the held orientation ([1, 0]) would fail the read back.
+        let marker = 1000.0 + i as f32;
+        *dst.iter_mut().nth(1).unwrap() = marker;
+        assert_eq!(b.tensor(def.role).unwrap().iter().nth(1), Some(&marker));
+        let changed: Vec<String> = b
+            .named_tensors()
+            .into_iter()
+            .zip(before.named_tensors())
+            .filter(|((_, x), (_, y))| x != y)
+            .map(|((n, _), _)| n)
+            .collect();
+        assert_eq!(changed, vec![def.name.clone()]);
+        b = before;
+    }
+
+    let mut cfg = Gpt2Config::new(30, 8, 2, 2, 12);
+    cfg.tie_word_embeddings = false;
+    let mut g = Gpt2::random(&cfg, Init::TEST, 9);
+    for (i, def) in g.table().into_iter().enumerate() {
+        let before = g.clone();
+        let mut dst = g.tensor_mut(def.role).unwrap();
+        assert_eq!(dst.shape(), def.shape.as_slice(), "{}", def.name);
+        let marker = 1000.0 + i as f32;
+        *dst.iter_mut().nth(1).unwrap() = marker;
+        let changed: Vec<String> = g
+            .named_tensors()
+            .into_iter()
+            .zip(before.named_tensors())
+            .filter(|((_, x), (_, y))| x != y)
+            .map(|((n, _), _)| n)
+            .collect();
+        assert_eq!(changed, vec![def.name.clone()]);
+        assert_eq!(g.tensor(def.role).unwrap().iter().nth(1), Some(&marker));
+        g = before;
+    }
+}
