@@ -4,10 +4,11 @@
 use crate::config::BertConfig;
 use crate::error::{CheckpointError, Result};
 use crate::loader::Taker;
+use crate::model::TensorDef as Def;
 use crate::model::{Dropped, NamedTensor, check_shapes};
 use crate::nn::{LayerNorm, Linear};
 use crate::safetensors::TensorStore;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayViewD, ArrayViewMutD};
 
 /// Word, position and token-type embeddings with their LayerNorm.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,6 +74,217 @@ pub struct Bert {
     pub nsp: Option<Linear>,
     /// Whether encoder names carry the `bert.` prefix (true for the *For* models).
     pub prefixed: bool,
+}
+
+/// Weight or bias of a linear map or LayerNorm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Leaf {
+    /// `.weight`.
+    Weight,
+    /// `.bias`.
+    Bias,
+}
+
+impl Leaf {
+    /// The name's last component.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Weight => "weight",
+            Self::Bias => "bias",
+        }
+    }
+}
+
+/// The modules of one encoder layer, in the order transformers' state dict lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    /// `attention.self.query`: (D, D).
+    Query,
+    /// `attention.self.key`: (D, D).
+    Key,
+    /// `attention.self.value`: (D, D).
+    Value,
+    /// `attention.output.dense`: (D, D).
+    AttentionOutput,
+    /// `attention.output.LayerNorm` (D).
+    AttentionLayerNorm,
+    /// `intermediate.dense`: stored (F, D).
+    Intermediate,
+    /// `output.dense`: stored (D, F).
+    Output,
+    /// `output.LayerNorm` (D).
+    OutputLayerNorm,
+}
+
+impl Part {
+    /// Every part, in write order.
+    pub const ALL: [Self; 8] = [
+        Self::Query,
+        Self::Key,
+        Self::Value,
+        Self::AttentionOutput,
+        Self::AttentionLayerNorm,
+        Self::Intermediate,
+        Self::Output,
+        Self::OutputLayerNorm,
+    ];
+
+    /// The module's name under `encoder.layer.N.`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Query => "attention.self.query",
+            Self::Key => "attention.self.key",
+            Self::Value => "attention.self.value",
+            Self::AttentionOutput => "attention.output.dense",
+            Self::AttentionLayerNorm => "attention.output.LayerNorm",
+            Self::Intermediate => "intermediate.dense",
+            Self::Output => "output.dense",
+            Self::OutputLayerNorm => "output.LayerNorm",
+        }
+    }
+}
+
+/// What a stored BERT tensor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// `embeddings.word_embeddings.weight` (V, D).
+    WordEmbeddings,
+    /// `embeddings.position_embeddings.weight` (P, D).
+    PositionEmbeddings,
+    /// `embeddings.token_type_embeddings.weight` (T, D).
+    TokenTypeEmbeddings,
+    /// `embeddings.LayerNorm` (D).
+    EmbeddingsLayerNorm(Leaf),
+    /// A tensor of encoder layer `.0`.
+    Layer(usize, Part, Leaf),
+    /// `pooler.dense` (D, D).
+    Pooler(Leaf),
+    /// `cls.predictions.transform.dense` (D, D).
+    Transform(Leaf),
+    /// `cls.predictions.transform.LayerNorm` (D).
+    TransformLayerNorm(Leaf),
+    /// `cls.predictions.bias` (V).
+    MlmBias,
+    /// `cls.predictions.decoder.weight` (V, D), only when untied.
+    Decoder,
+    /// `cls.seq_relationship` (2, D).
+    Nsp(Leaf),
+}
+
+/// One row of the BERT tensor table.
+pub type TensorDef = Def<Role>;
+
+/// Which optional parts a BERT checkpoint has, and how its names are spelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BertLayout {
+    /// Encoder names carry the `bert.` prefix.
+    pub prefixed: bool,
+    /// A pooler.
+    pub pooler: bool,
+    /// An MLM head.
+    pub mlm: bool,
+    /// An untied MLM decoder (only with `mlm`).
+    pub decoder: bool,
+    /// An NSP classifier.
+    pub nsp: bool,
+}
+
+impl BertLayout {
+    /// `BertForMaskedLM`, the model the trainers train: MLM head, untied decoder or not.
+    pub fn masked_lm(untied_decoder: bool) -> Self {
+        Self {
+            prefixed: true,
+            pooler: false,
+            mlm: true,
+            decoder: untied_decoder,
+            nsp: false,
+        }
+    }
+}
+
+/// Every tensor a BERT checkpoint of config `c` and layout `layout` stores, in write order.
+pub fn tensor_table(c: &BertConfig, layout: BertLayout) -> Vec<TensorDef> {
+    table_with_layers(c, layout, c.num_hidden_layers)
+}
+
+fn table_with_layers(c: &BertConfig, layout: BertLayout, layers: usize) -> Vec<TensorDef> {
+    let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let p = if layout.prefixed { "bert." } else { "" };
+    let mut t = Table(Vec::new());
+    t.row(
+        format!("{p}embeddings.word_embeddings.weight"),
+        vec![v, d],
+        Role::WordEmbeddings,
+    );
+    t.row(
+        format!("{p}embeddings.position_embeddings.weight"),
+        vec![c.max_position_embeddings, d],
+        Role::PositionEmbeddings,
+    );
+    t.row(
+        format!("{p}embeddings.token_type_embeddings.weight"),
+        vec![c.type_vocab_size, d],
+        Role::TokenTypeEmbeddings,
+    );
+    t.norm(
+        &format!("{p}embeddings.LayerNorm"),
+        d,
+        Role::EmbeddingsLayerNorm,
+    );
+    for l in 0..layers {
+        for part in Part::ALL {
+            let name = format!("{p}encoder.layer.{l}.{}", part.name());
+            let role = |leaf| Role::Layer(l, part, leaf);
+            match part {
+                Part::AttentionLayerNorm | Part::OutputLayerNorm => t.norm(&name, d, role),
+                Part::Intermediate => t.linear(&name, f, d, role),
+                Part::Output => t.linear(&name, d, f, role),
+                Part::Query | Part::Key | Part::Value | Part::AttentionOutput => {
+                    t.linear(&name, d, d, role)
+                }
+            }
+        }
+    }
+    if layout.pooler {
+        t.linear(&format!("{p}pooler.dense"), d, d, Role::Pooler);
+    }
+    if layout.mlm {
+        t.linear("cls.predictions.transform.dense", d, d, Role::Transform);
+        t.norm(
+            "cls.predictions.transform.LayerNorm",
+            d,
+            Role::TransformLayerNorm,
+        );
+        t.row("cls.predictions.bias".into(), vec![v], Role::MlmBias);
+        if layout.decoder {
+            t.row(DECODER.into(), vec![v, d], Role::Decoder);
+        }
+    }
+    if layout.nsp {
+        t.linear("cls.seq_relationship", 2, d, Role::Nsp);
+    }
+    t.0
+}
+
+/// A table under construction.
+struct Table(Vec<TensorDef>);
+
+impl Table {
+    fn row(&mut self, name: String, shape: Vec<usize>, role: Role) {
+        self.0.push(TensorDef { name, shape, role });
+    }
+
+    /// An `nn.Linear` with `o` outputs and `i` inputs: weight stored (o, i), then bias.
+    fn linear(&mut self, name: &str, o: usize, i: usize, role: impl Fn(Leaf) -> Role) {
+        self.row(format!("{name}.weight"), vec![o, i], role(Leaf::Weight));
+        self.row(format!("{name}.bias"), vec![o], role(Leaf::Bias));
+    }
+
+    /// A LayerNorm over `n`: weight, then bias.
+    fn norm(&mut self, name: &str, n: usize, role: impl Fn(Leaf) -> Role) {
+        self.row(format!("{name}.weight"), vec![n], role(Leaf::Weight));
+        self.row(format!("{name}.bias"), vec![n], role(Leaf::Bias));
+    }
 }
 
 const DECODER: &str = "cls.predictions.decoder.weight";
@@ -220,73 +432,63 @@ impl Bert {
 
     /// Every weight under its Hugging Face name, in Hugging Face orientation (`nn.Linear` as (out, in)).
     pub fn named_tensors(&self) -> Vec<NamedTensor<'_>> {
-        let p = if self.prefixed { "bert." } else { "" };
+        self.table()
+            .into_iter()
+            .map(|def| {
+                let t = self
+                    .tensor(def.role)
+                    .expect("the table lists only the parts this model has");
+                (def.name, t)
+            })
+            .collect()
+    }
+
+    /// Which optional parts this model has, and how its names are spelled.
+    pub fn layout(&self) -> BertLayout {
+        BertLayout {
+            prefixed: self.prefixed,
+            pooler: self.pooler.is_some(),
+            mlm: self.mlm.is_some(),
+            decoder: self.mlm.as_ref().is_some_and(|m| m.decoder.is_some()),
+            nsp: self.nsp.is_some(),
+        }
+    }
+
+    /// This model's tensor table: one row per tensor of its layers and optional parts.
+    pub fn table(&self) -> Vec<TensorDef> {
+        // Sized by the layers held, not the config's count, so that `validate` can report a
+        // count mismatch as such rather than as a missing tensor.
+        table_with_layers(&self.config, self.layout(), self.layers.len())
+    }
+
+    /// The tensor of `role` in Hugging Face orientation; `None` if this model lacks that part.
+    pub fn tensor(&self, role: Role) -> Option<ArrayViewD<'_, f32>> {
         let e = &self.embeddings;
-        let mut out: Vec<NamedTensor<'_>> = vec![
-            (
-                format!("{p}embeddings.word_embeddings.weight"),
-                e.word.view().into_dyn(),
-            ),
-            (
-                format!("{p}embeddings.position_embeddings.weight"),
-                e.position.view().into_dyn(),
-            ),
-            (
-                format!("{p}embeddings.token_type_embeddings.weight"),
-                e.token_type.view().into_dyn(),
-            ),
-        ];
-        push_ln(&mut out, format!("{p}embeddings.LayerNorm"), &e.layer_norm);
-        for (l, layer) in self.layers.iter().enumerate() {
-            let q = format!("{p}encoder.layer.{l}");
-            push_linear(&mut out, format!("{q}.attention.self.query"), &layer.query);
-            push_linear(&mut out, format!("{q}.attention.self.key"), &layer.key);
-            push_linear(&mut out, format!("{q}.attention.self.value"), &layer.value);
-            push_linear(
-                &mut out,
-                format!("{q}.attention.output.dense"),
-                &layer.attention_output,
-            );
-            push_ln(
-                &mut out,
-                format!("{q}.attention.output.LayerNorm"),
-                &layer.attention_layer_norm,
-            );
-            push_linear(
-                &mut out,
-                format!("{q}.intermediate.dense"),
-                &layer.intermediate,
-            );
-            push_linear(&mut out, format!("{q}.output.dense"), &layer.output);
-            push_ln(
-                &mut out,
-                format!("{q}.output.LayerNorm"),
-                &layer.output_layer_norm,
-            );
-        }
-        if let Some(pooler) = &self.pooler {
-            push_linear(&mut out, format!("{p}pooler.dense"), pooler);
-        }
-        if let Some(m) = &self.mlm {
-            push_linear(
-                &mut out,
-                "cls.predictions.transform.dense".into(),
-                &m.transform,
-            );
-            push_ln(
-                &mut out,
-                "cls.predictions.transform.LayerNorm".into(),
-                &m.layer_norm,
-            );
-            out.push(("cls.predictions.bias".into(), m.bias.view().into_dyn()));
-            if let Some(dec) = &m.decoder {
-                out.push((DECODER.into(), dec.t().into_dyn()));
+        Some(match role {
+            Role::WordEmbeddings => e.word.view().into_dyn(),
+            Role::PositionEmbeddings => e.position.view().into_dyn(),
+            Role::TokenTypeEmbeddings => e.token_type.view().into_dyn(),
+            Role::EmbeddingsLayerNorm(leaf) => norm_view(&e.layer_norm, leaf),
+            Role::Layer(l, part, leaf) => {
+                let y = self.layers.get(l)?;
+                match part {
+                    Part::Query => linear_view(&y.query, leaf),
+                    Part::Key => linear_view(&y.key, leaf),
+                    Part::Value => linear_view(&y.value, leaf),
+                    Part::AttentionOutput => linear_view(&y.attention_output, leaf),
+                    Part::AttentionLayerNorm => norm_view(&y.attention_layer_norm, leaf),
+                    Part::Intermediate => linear_view(&y.intermediate, leaf),
+                    Part::Output => linear_view(&y.output, leaf),
+                    Part::OutputLayerNorm => norm_view(&y.output_layer_norm, leaf),
+                }
             }
-        }
-        if let Some(nsp) = &self.nsp {
-            push_linear(&mut out, "cls.seq_relationship".into(), nsp);
-        }
-        out
+            Role::Pooler(leaf) => linear_view(self.pooler.as_ref()?, leaf),
+            Role::Transform(leaf) => linear_view(&self.mlm.as_ref()?.transform, leaf),
+            Role::TransformLayerNorm(leaf) => norm_view(&self.mlm.as_ref()?.layer_norm, leaf),
+            Role::MlmBias => self.mlm.as_ref()?.bias.view().into_dyn(),
+            Role::Decoder => self.mlm.as_ref()?.decoder.as_ref()?.t().into_dyn(),
+            Role::Nsp(leaf) => linear_view(self.nsp.as_ref()?, leaf),
+        })
     }
 
     /// Checks that every tensor's shape agrees with the config.
@@ -309,73 +511,77 @@ impl Bert {
         check_shapes(&self.named_tensors(), &self.expected_shapes())
     }
 
-    /// Every tensor name [`Bert::named_tensors`] yields, with the shape the config implies.
-    pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let c = &self.config;
-        let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-        let p = if self.prefixed { "bert." } else { "" };
-        let mut out: Vec<(String, Vec<usize>)> = vec![
-            (format!("{p}embeddings.word_embeddings.weight"), vec![v, d]),
-            (
-                format!("{p}embeddings.position_embeddings.weight"),
-                vec![c.max_position_embeddings, d],
-            ),
-            (
-                format!("{p}embeddings.token_type_embeddings.weight"),
-                vec![c.type_vocab_size, d],
-            ),
-            (format!("{p}embeddings.LayerNorm.weight"), vec![d]),
-            (format!("{p}embeddings.LayerNorm.bias"), vec![d]),
-        ];
-        let lin = |out: &mut Vec<_>, name: String, o: usize, i: usize| {
-            out.push((format!("{name}.weight"), vec![o, i]));
-            out.push((format!("{name}.bias"), vec![o]));
-        };
-        for l in 0..self.layers.len() {
-            let q = format!("{p}encoder.layer.{l}");
-            for (n, o, i) in [
-                ("attention.self.query", d, d),
-                ("attention.self.key", d, d),
-                ("attention.self.value", d, d),
-                ("attention.output.dense", d, d),
-                ("attention.output.LayerNorm", d, 0),
-                ("intermediate.dense", f, d),
-                ("output.dense", d, f),
-                ("output.LayerNorm", d, 0),
-            ] {
-                if i == 0 {
-                    out.push((format!("{q}.{n}.weight"), vec![o]));
-                    out.push((format!("{q}.{n}.bias"), vec![o]));
-                } else {
-                    lin(&mut out, format!("{q}.{n}"), o, i);
+    /// The tensor of `role` in Hugging Face orientation, writable (a transposed view for
+    /// `nn.Linear` weights); `None` if this model lacks that part.
+    pub fn tensor_mut(&mut self, role: Role) -> Option<ArrayViewMutD<'_, f32>> {
+        let e = &mut self.embeddings;
+        Some(match role {
+            Role::WordEmbeddings => e.word.view_mut().into_dyn(),
+            Role::PositionEmbeddings => e.position.view_mut().into_dyn(),
+            Role::TokenTypeEmbeddings => e.token_type.view_mut().into_dyn(),
+            Role::EmbeddingsLayerNorm(leaf) => norm_mut(&mut e.layer_norm, leaf),
+            Role::Layer(l, part, leaf) => {
+                let y = self.layers.get_mut(l)?;
+                match part {
+                    Part::Query => linear_mut(&mut y.query, leaf),
+                    Part::Key => linear_mut(&mut y.key, leaf),
+                    Part::Value => linear_mut(&mut y.value, leaf),
+                    Part::AttentionOutput => linear_mut(&mut y.attention_output, leaf),
+                    Part::AttentionLayerNorm => norm_mut(&mut y.attention_layer_norm, leaf),
+                    Part::Intermediate => linear_mut(&mut y.intermediate, leaf),
+                    Part::Output => linear_mut(&mut y.output, leaf),
+                    Part::OutputLayerNorm => norm_mut(&mut y.output_layer_norm, leaf),
                 }
             }
-        }
-        if self.pooler.is_some() {
-            lin(&mut out, format!("{p}pooler.dense"), d, d);
-        }
-        if let Some(m) = &self.mlm {
-            lin(&mut out, "cls.predictions.transform.dense".into(), d, d);
-            out.push(("cls.predictions.transform.LayerNorm.weight".into(), vec![d]));
-            out.push(("cls.predictions.transform.LayerNorm.bias".into(), vec![d]));
-            out.push(("cls.predictions.bias".into(), vec![v]));
-            if m.decoder.is_some() {
-                out.push((DECODER.into(), vec![v, d]));
-            }
-        }
-        if self.nsp.is_some() {
-            lin(&mut out, "cls.seq_relationship".into(), 2, d);
-        }
-        out
+            Role::Pooler(leaf) => linear_mut(self.pooler.as_mut()?, leaf),
+            Role::Transform(leaf) => linear_mut(&mut self.mlm.as_mut()?.transform, leaf),
+            Role::TransformLayerNorm(leaf) => norm_mut(&mut self.mlm.as_mut()?.layer_norm, leaf),
+            Role::MlmBias => self.mlm.as_mut()?.bias.view_mut().into_dyn(),
+            Role::Decoder => self
+                .mlm
+                .as_mut()?
+                .decoder
+                .as_mut()?
+                .view_mut()
+                .reversed_axes()
+                .into_dyn(),
+            Role::Nsp(leaf) => linear_mut(self.nsp.as_mut()?, leaf),
+        })
+    }
+
+    /// Every tensor name [`Bert::named_tensors`] yields, with the shape the config implies.
+    pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.table()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 }
 
-fn push_linear<'a>(out: &mut Vec<NamedTensor<'a>>, prefix: String, l: &'a Linear) {
-    out.push((format!("{prefix}.weight"), l.weight.t().into_dyn()));
-    out.push((format!("{prefix}.bias"), l.bias.view().into_dyn()));
+fn linear_view(l: &Linear, leaf: Leaf) -> ArrayViewD<'_, f32> {
+    match leaf {
+        Leaf::Weight => l.weight.t().into_dyn(),
+        Leaf::Bias => l.bias.view().into_dyn(),
+    }
 }
 
-fn push_ln<'a>(out: &mut Vec<NamedTensor<'a>>, prefix: String, ln: &'a LayerNorm) {
-    out.push((format!("{prefix}.weight"), ln.weight.view().into_dyn()));
-    out.push((format!("{prefix}.bias"), ln.bias.view().into_dyn()));
+fn linear_mut(l: &mut Linear, leaf: Leaf) -> ArrayViewMutD<'_, f32> {
+    match leaf {
+        Leaf::Weight => l.weight.view_mut().reversed_axes().into_dyn(),
+        Leaf::Bias => l.bias.view_mut().into_dyn(),
+    }
+}
+
+fn norm_mut(n: &mut LayerNorm, leaf: Leaf) -> ArrayViewMutD<'_, f32> {
+    match leaf {
+        Leaf::Weight => n.weight.view_mut().into_dyn(),
+        Leaf::Bias => n.bias.view_mut().into_dyn(),
+    }
+}
+
+fn norm_view(n: &LayerNorm, leaf: Leaf) -> ArrayViewD<'_, f32> {
+    match leaf {
+        Leaf::Weight => n.weight.view().into_dyn(),
+        Leaf::Bias => n.bias.view().into_dyn(),
+    }
 }

@@ -5,13 +5,15 @@
 //! as stored, so that [`Gpt2::named_tensors`] can hand out views, and [`Gpt2Block::split_qkv`] /
 //! [`Gpt2Block::set_qkv`] give growth code the three (D, D) maps and put them back.
 
+use crate::bert::Leaf;
 use crate::config::Gpt2Config;
 use crate::error::{CheckpointError, Result};
 use crate::loader::Taker;
+use crate::model::TensorDef as Def;
 use crate::model::{Dropped, NamedTensor, check_shapes};
 use crate::nn::{LayerNorm, Linear};
 use crate::safetensors::TensorStore;
-use ndarray::{Array2, Axis, concatenate, s};
+use ndarray::{Array2, ArrayViewD, ArrayViewMutD, Axis, concatenate, s};
 
 /// One pre-LN decoder block.
 #[derive(Clone, Debug, PartialEq)]
@@ -93,6 +95,129 @@ pub struct Gpt2 {
 
 const LM_HEAD: &str = "lm_head.weight";
 const PREFIX: &str = "transformer.";
+
+/// The modules of one block, in the order transformers' state dict lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    /// `ln_1` (D).
+    Ln1,
+    /// `attn.c_attn`: Conv1D (D, 3D).
+    CAttn,
+    /// `attn.c_proj`: Conv1D (D, D).
+    AttnProj,
+    /// `ln_2` (D).
+    Ln2,
+    /// `mlp.c_fc`: Conv1D (D, F).
+    Fc,
+    /// `mlp.c_proj`: Conv1D (F, D).
+    MlpProj,
+}
+
+impl Part {
+    /// Every part, in write order.
+    pub const ALL: [Self; 6] = [
+        Self::Ln1,
+        Self::CAttn,
+        Self::AttnProj,
+        Self::Ln2,
+        Self::Fc,
+        Self::MlpProj,
+    ];
+
+    /// The module's name under `h.N.`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ln1 => "ln_1",
+            Self::CAttn => "attn.c_attn",
+            Self::AttnProj => "attn.c_proj",
+            Self::Ln2 => "ln_2",
+            Self::Fc => "mlp.c_fc",
+            Self::MlpProj => "mlp.c_proj",
+        }
+    }
+}
+
+/// What a stored GPT-2 tensor is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// `wte.weight` (V, D).
+    Wte,
+    /// `wpe.weight` (P, D).
+    Wpe,
+    /// A tensor of block `.0`.
+    Block(usize, Part, Leaf),
+    /// `ln_f` (D).
+    LnF(Leaf),
+    /// `lm_head.weight` (V, D), only when untied.
+    LmHead,
+}
+
+/// One row of the GPT-2 tensor table.
+pub type TensorDef = Def<Role>;
+
+/// Which optional parts a GPT-2 checkpoint has, and how its names are spelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gpt2Layout {
+    /// Names carry the `transformer.` prefix.
+    pub prefixed: bool,
+    /// An untied `lm_head`.
+    pub lm_head: bool,
+}
+
+impl Gpt2Layout {
+    /// `GPT2LMHeadModel`, the model the trainers train: `lm_head` stored when untied.
+    pub fn lm_head_model(untied_head: bool) -> Self {
+        Self {
+            prefixed: true,
+            lm_head: untied_head,
+        }
+    }
+}
+
+/// Every tensor a GPT-2 checkpoint of config `c` and layout `layout` stores, in write order.
+pub fn tensor_table(c: &Gpt2Config, layout: Gpt2Layout) -> Vec<TensorDef> {
+    table_with_layers(c, layout, c.n_layer)
+}
+
+fn table_with_layers(c: &Gpt2Config, layout: Gpt2Layout, layers: usize) -> Vec<TensorDef> {
+    let (d, f, v) = (c.n_embd, c.inner_dim(), c.vocab_size);
+    let p = if layout.prefixed { PREFIX } else { "" };
+    let mut out = Vec::new();
+    let mut row = |name: String, shape: Vec<usize>, role: Role| {
+        out.push(TensorDef { name, shape, role });
+    };
+    row(format!("{p}wte.weight"), vec![v, d], Role::Wte);
+    row(format!("{p}wpe.weight"), vec![c.n_positions, d], Role::Wpe);
+    for l in 0..layers {
+        for part in Part::ALL {
+            // Conv1D weights are stored (in, out); LayerNorm weights are vectors.
+            let (weight, o) = match part {
+                Part::Ln1 | Part::Ln2 => (vec![d], d),
+                Part::CAttn => (vec![d, 3 * d], 3 * d),
+                Part::AttnProj => (vec![d, d], d),
+                Part::Fc => (vec![d, f], f),
+                Part::MlpProj => (vec![f, d], d),
+            };
+            let q = format!("{p}h.{l}.{}", part.name());
+            row(
+                format!("{q}.weight"),
+                weight,
+                Role::Block(l, part, Leaf::Weight),
+            );
+            row(
+                format!("{q}.bias"),
+                vec![o],
+                Role::Block(l, part, Leaf::Bias),
+            );
+        }
+    }
+    row(format!("{p}ln_f.weight"), vec![d], Role::LnF(Leaf::Weight));
+    row(format!("{p}ln_f.bias"), vec![d], Role::LnF(Leaf::Bias));
+    if layout.lm_head {
+        row(LM_HEAD.into(), vec![v, d], Role::LmHead);
+    }
+    out
+}
 
 /// Buffers of older checkpoints (the causal mask `attn.bias`, the scalar `attn.masked_bias`):
 /// not weights, and transformers rebuilds them.
@@ -185,57 +310,82 @@ impl Gpt2 {
     /// Every weight under its Hugging Face name, in Hugging Face orientation (Conv1D (in, out)
     /// as held; an untied `lm_head` as (V, D)).
     pub fn named_tensors(&self) -> Vec<NamedTensor<'_>> {
-        let p = if self.prefixed { PREFIX } else { "" };
-        let mut out: Vec<NamedTensor<'_>> = vec![
-            (format!("{p}wte.weight"), self.wte.view().into_dyn()),
-            (format!("{p}wpe.weight"), self.wpe.view().into_dyn()),
-        ];
-        for (l, b) in self.blocks.iter().enumerate() {
-            let q = format!("{p}h.{l}");
-            push_ln(&mut out, format!("{q}.ln_1"), &b.ln_1);
-            push_conv(&mut out, format!("{q}.attn.c_attn"), &b.c_attn);
-            push_conv(&mut out, format!("{q}.attn.c_proj"), &b.attn_proj);
-            push_ln(&mut out, format!("{q}.ln_2"), &b.ln_2);
-            push_conv(&mut out, format!("{q}.mlp.c_fc"), &b.fc);
-            push_conv(&mut out, format!("{q}.mlp.c_proj"), &b.mlp_proj);
+        self.table()
+            .into_iter()
+            .map(|def| {
+                let t = self
+                    .tensor(def.role)
+                    .expect("the table lists only the parts this model has");
+                (def.name, t)
+            })
+            .collect()
+    }
+
+    /// Which optional parts this model has, and how its names are spelled.
+    pub fn layout(&self) -> Gpt2Layout {
+        Gpt2Layout {
+            prefixed: self.prefixed,
+            lm_head: self.lm_head.is_some(),
         }
-        push_ln(&mut out, format!("{p}ln_f"), &self.ln_f);
-        if let Some(h) = &self.lm_head {
-            out.push((LM_HEAD.into(), h.t().into_dyn()));
-        }
-        out
+    }
+
+    /// This model's tensor table: one row per tensor of its blocks and optional head.
+    pub fn table(&self) -> Vec<TensorDef> {
+        // Sized by the blocks held (see `Bert::table`).
+        table_with_layers(&self.config, self.layout(), self.blocks.len())
+    }
+
+    /// The tensor of `role` in Hugging Face orientation; `None` if this model lacks that part.
+    pub fn tensor(&self, role: Role) -> Option<ArrayViewD<'_, f32>> {
+        Some(match role {
+            Role::Wte => self.wte.view().into_dyn(),
+            Role::Wpe => self.wpe.view().into_dyn(),
+            Role::Block(l, part, leaf) => {
+                let b = self.blocks.get(l)?;
+                match part {
+                    Part::Ln1 => norm_view(&b.ln_1, leaf),
+                    Part::CAttn => conv_view(&b.c_attn, leaf),
+                    Part::AttnProj => conv_view(&b.attn_proj, leaf),
+                    Part::Ln2 => norm_view(&b.ln_2, leaf),
+                    Part::Fc => conv_view(&b.fc, leaf),
+                    Part::MlpProj => conv_view(&b.mlp_proj, leaf),
+                }
+            }
+            Role::LnF(leaf) => norm_view(&self.ln_f, leaf),
+            Role::LmHead => self.lm_head.as_ref()?.t().into_dyn(),
+        })
+    }
+
+    /// The tensor of `role` in Hugging Face orientation, writable (a transposed view for an
+    /// untied `lm_head`); `None` if this model lacks that part.
+    pub fn tensor_mut(&mut self, role: Role) -> Option<ArrayViewMutD<'_, f32>> {
+        Some(match role {
+            Role::Wte => self.wte.view_mut().into_dyn(),
+            Role::Wpe => self.wpe.view_mut().into_dyn(),
+            Role::Block(l, part, leaf) => {
+                let b = self.blocks.get_mut(l)?;
+                match part {
+                    Part::Ln1 => pair_mut(&mut b.ln_1.weight, &mut b.ln_1.bias, leaf),
+                    Part::CAttn => pair_mut(&mut b.c_attn.weight, &mut b.c_attn.bias, leaf),
+                    Part::AttnProj => {
+                        pair_mut(&mut b.attn_proj.weight, &mut b.attn_proj.bias, leaf)
+                    }
+                    Part::Ln2 => pair_mut(&mut b.ln_2.weight, &mut b.ln_2.bias, leaf),
+                    Part::Fc => pair_mut(&mut b.fc.weight, &mut b.fc.bias, leaf),
+                    Part::MlpProj => pair_mut(&mut b.mlp_proj.weight, &mut b.mlp_proj.bias, leaf),
+                }
+            }
+            Role::LnF(leaf) => pair_mut(&mut self.ln_f.weight, &mut self.ln_f.bias, leaf),
+            Role::LmHead => self.lm_head.as_mut()?.view_mut().reversed_axes().into_dyn(),
+        })
     }
 
     /// Every tensor name [`Gpt2::named_tensors`] yields, with the shape the config implies.
     pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let c = &self.config;
-        let (d, f, v) = (c.n_embd, c.inner_dim(), c.vocab_size);
-        let p = if self.prefixed { PREFIX } else { "" };
-        let mut out = vec![
-            (format!("{p}wte.weight"), vec![v, d]),
-            (format!("{p}wpe.weight"), vec![c.n_positions, d]),
-        ];
-        for l in 0..self.blocks.len() {
-            let q = format!("{p}h.{l}");
-            for (n, i, o) in [
-                ("ln_1", 0, d),
-                ("attn.c_attn", d, 3 * d),
-                ("attn.c_proj", d, d),
-                ("ln_2", 0, d),
-                ("mlp.c_fc", d, f),
-                ("mlp.c_proj", f, d),
-            ] {
-                let w = if i == 0 { vec![o] } else { vec![i, o] };
-                out.push((format!("{q}.{n}.weight"), w));
-                out.push((format!("{q}.{n}.bias"), vec![o]));
-            }
-        }
-        out.push((format!("{p}ln_f.weight"), vec![d]));
-        out.push((format!("{p}ln_f.bias"), vec![d]));
-        if self.lm_head.is_some() {
-            out.push((LM_HEAD.into(), vec![v, d]));
-        }
-        out
+        self.table()
+            .into_iter()
+            .map(|def| (def.name, def.shape))
+            .collect()
     }
 
     /// Checks that every tensor's shape agrees with the config.
@@ -258,12 +408,28 @@ impl Gpt2 {
     }
 }
 
-fn push_conv<'a>(out: &mut Vec<NamedTensor<'a>>, prefix: String, l: &'a Linear) {
-    out.push((format!("{prefix}.weight"), l.weight.view().into_dyn()));
-    out.push((format!("{prefix}.bias"), l.bias.view().into_dyn()));
+/// A Conv1D's or LayerNorm's weight or bias, writable, as held (= as stored).
+fn pair_mut<'a, W: ndarray::Dimension, B: ndarray::Dimension>(
+    weight: &'a mut ndarray::Array<f32, W>,
+    bias: &'a mut ndarray::Array<f32, B>,
+    leaf: Leaf,
+) -> ArrayViewMutD<'a, f32> {
+    match leaf {
+        Leaf::Weight => weight.view_mut().into_dyn(),
+        Leaf::Bias => bias.view_mut().into_dyn(),
+    }
 }
 
-fn push_ln<'a>(out: &mut Vec<NamedTensor<'a>>, prefix: String, ln: &'a LayerNorm) {
-    out.push((format!("{prefix}.weight"), ln.weight.view().into_dyn()));
-    out.push((format!("{prefix}.bias"), ln.bias.view().into_dyn()));
+fn conv_view(l: &Linear, leaf: Leaf) -> ArrayViewD<'_, f32> {
+    match leaf {
+        Leaf::Weight => l.weight.view().into_dyn(),
+        Leaf::Bias => l.bias.view().into_dyn(),
+    }
+}
+
+fn norm_view(n: &LayerNorm, leaf: Leaf) -> ArrayViewD<'_, f32> {
+    match leaf {
+        Leaf::Weight => n.weight.view().into_dyn(),
+        Leaf::Bias => n.bias.view().into_dyn(),
+    }
 }

@@ -456,16 +456,8 @@ pub enum Role {
     LmHead,
 }
 
-/// One row of the tensor table: Hugging Face name, shape as stored, role.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TensorDef {
-    /// Name in the file.
-    pub name: String,
-    /// Shape as stored (`nn.Linear`: (out, in)).
-    pub shape: Vec<usize>,
-    /// What it is.
-    pub role: Role,
-}
+/// One row of the Llama-family tensor table.
+pub type TensorDef = crate::model::TensorDef<Role>;
 
 /// The layer parts a config has, in the order transformers' state dict lists them, with
 /// their name under `model.layers.N.` and their shape.

@@ -112,6 +112,17 @@ impl Model {
     }
 }
 
+/// One row of a family's tensor table: Hugging Face name, shape as stored, role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorDef<R> {
+    /// Name in the file.
+    pub name: String,
+    /// Shape as stored (`nn.Linear`: (out, in)).
+    pub shape: Vec<usize>,
+    /// What it is.
+    pub role: R,
+}
+
 /// Compares the tensors a typed model yields with the shapes its config implies, name by name.
 pub(crate) fn check_shapes(
     actual: &[NamedTensor<'_>],

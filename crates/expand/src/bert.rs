@@ -6,6 +6,7 @@ use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector};
 use crate::maps::{IndexMap, LayerMapSet, MapRole};
 use crate::options::{AkiScope, GrowOptions, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
+use bert2bert_checkpoint::bert::{Leaf, Part as TablePart, Role, tensor_table};
 use bert2bert_checkpoint::{
     Bert, BertConfig, BertEmbeddings, BertLayer, LayerNorm, Linear, MlmHead,
 };
@@ -45,6 +46,47 @@ enum What {
     MlmBias,
     Decoder,
     Nsp(Param),
+}
+
+impl Param {
+    fn of(leaf: Leaf) -> Self {
+        match leaf {
+            Leaf::Weight => Self::Weight,
+            Leaf::Bias => Self::Bias,
+        }
+    }
+}
+
+impl What {
+    /// The entry kind of a tensor-table role.
+    fn of(role: Role) -> Self {
+        let pm = Param::of;
+        match role {
+            Role::WordEmbeddings => Self::Word,
+            Role::PositionEmbeddings => Self::Position,
+            Role::TokenTypeEmbeddings => Self::TokenType,
+            Role::EmbeddingsLayerNorm(leaf) => Self::EmbLn(pm(leaf)),
+            Role::Layer(l, part, leaf) => {
+                let part = match part {
+                    TablePart::Query => Part::Query,
+                    TablePart::Key => Part::Key,
+                    TablePart::Value => Part::Value,
+                    TablePart::AttentionOutput => Part::AttnOut,
+                    TablePart::AttentionLayerNorm => Part::AttnLn,
+                    TablePart::Intermediate => Part::Intermediate,
+                    TablePart::Output => Part::Output,
+                    TablePart::OutputLayerNorm => Part::OutputLn,
+                };
+                Self::Layer(l, part, pm(leaf))
+            }
+            Role::Pooler(leaf) => Self::Pooler(pm(leaf)),
+            Role::Transform(leaf) => Self::MlmTransform(pm(leaf)),
+            Role::TransformLayerNorm(leaf) => Self::MlmLn(pm(leaf)),
+            Role::MlmBias => Self::MlmBias,
+            Role::Decoder => Self::Decoder,
+            Role::Nsp(leaf) => Self::Nsp(pm(leaf)),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -161,106 +203,17 @@ impl<'a> BertPlan<'a> {
         Ok(plan)
     }
 
-    /// The grown tensors in the order of `Bert::named_tensors`, with Hugging Face shapes.
+    /// The grown tensors in the order of `Bert::named_tensors`, with Hugging Face shapes: the
+    /// rows of the grown config's tensor table, with the source's optional parts and names.
     fn list_entries(&self) -> Vec<Entry> {
-        let s = self.src;
-        let p = if s.prefixed { "bert." } else { "" };
-        let (d, f) = (self.target.hidden, self.target.intermediate);
-        let c = &self.config;
-        let mut out = Vec::new();
-        let mut push =
-            |name: String, shape: Vec<usize>, what: What| out.push(Entry { name, shape, what });
-        let pw = |prefix: &str| {
-            [
-                (format!("{prefix}.weight"), Param::Weight),
-                (format!("{prefix}.bias"), Param::Bias),
-            ]
-        };
-        push(
-            format!("{p}embeddings.word_embeddings.weight"),
-            vec![c.vocab_size, d],
-            What::Word,
-        );
-        push(
-            format!("{p}embeddings.position_embeddings.weight"),
-            vec![c.max_position_embeddings, d],
-            What::Position,
-        );
-        push(
-            format!("{p}embeddings.token_type_embeddings.weight"),
-            vec![c.type_vocab_size, d],
-            What::TokenType,
-        );
-        for (n, prm) in pw(&format!("{p}embeddings.LayerNorm")) {
-            push(n, vec![d], What::EmbLn(prm));
-        }
-        for l in 0..self.target.layers {
-            let q = format!("{p}encoder.layer.{l}");
-            for (sub, part, o, i) in [
-                ("attention.self.query", Part::Query, d, Some(d)),
-                ("attention.self.key", Part::Key, d, Some(d)),
-                ("attention.self.value", Part::Value, d, Some(d)),
-                ("attention.output.dense", Part::AttnOut, d, Some(d)),
-                ("attention.output.LayerNorm", Part::AttnLn, d, None),
-                ("intermediate.dense", Part::Intermediate, f, Some(d)),
-                ("output.dense", Part::Output, d, Some(f)),
-                ("output.LayerNorm", Part::OutputLn, d, None),
-            ] {
-                for (n, prm) in pw(&format!("{q}.{sub}")) {
-                    let shape = match (prm, i) {
-                        (Param::Weight, Some(i)) => vec![o, i],
-                        _ => vec![o],
-                    };
-                    push(n, shape, What::Layer(l, part, prm));
-                }
-            }
-        }
-        if s.pooler.is_some() {
-            for (n, prm) in pw(&format!("{p}pooler.dense")) {
-                let shape = if prm == Param::Weight {
-                    vec![d, d]
-                } else {
-                    vec![d]
-                };
-                push(n, shape, What::Pooler(prm));
-            }
-        }
-        if let Some(m) = &s.mlm {
-            for (n, prm) in pw("cls.predictions.transform.dense") {
-                let shape = if prm == Param::Weight {
-                    vec![d, d]
-                } else {
-                    vec![d]
-                };
-                push(n, shape, What::MlmTransform(prm));
-            }
-            for (n, prm) in pw("cls.predictions.transform.LayerNorm") {
-                push(n, vec![d], What::MlmLn(prm));
-            }
-            push(
-                "cls.predictions.bias".into(),
-                vec![c.vocab_size],
-                What::MlmBias,
-            );
-            if m.decoder.is_some() {
-                push(
-                    "cls.predictions.decoder.weight".into(),
-                    vec![c.vocab_size, d],
-                    What::Decoder,
-                );
-            }
-        }
-        if s.nsp.is_some() {
-            for (n, prm) in pw("cls.seq_relationship") {
-                let shape = if prm == Param::Weight {
-                    vec![2, d]
-                } else {
-                    vec![2]
-                };
-                push(n, shape, What::Nsp(prm));
-            }
-        }
-        out
+        tensor_table(&self.config, self.src.layout())
+            .into_iter()
+            .map(|def| Entry {
+                name: def.name,
+                shape: def.shape,
+                what: What::of(def.role),
+            })
+            .collect()
     }
 
     /// The source layer whose weights fill the new units of source layer `l`, if AKI applies.

@@ -14,6 +14,8 @@ use crate::maps::{IndexMap, LayerMapSet, MapRole, layer_order};
 use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
 use crate::verify::{Acc, VerifyOptions, VerifyReport};
+use bert2bert_checkpoint::bert::Leaf;
+use bert2bert_checkpoint::gpt2::{Part as TablePart, Role, tensor_table};
 use bert2bert_checkpoint::random::SplitMix64;
 use bert2bert_checkpoint::{BertConfig, Gpt2, Gpt2Block, Gpt2Config, LayerNorm, Linear};
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, Axis, IxDyn, Slice, s};
@@ -45,6 +47,33 @@ enum What {
     Block(usize, Part, Param),
     LnF(Param),
     LmHead,
+}
+
+impl What {
+    /// The entry kind of a tensor-table role.
+    fn of(role: Role) -> Self {
+        let pm = |leaf| match leaf {
+            Leaf::Weight => Param::Weight,
+            Leaf::Bias => Param::Bias,
+        };
+        match role {
+            Role::Wte => Self::Wte,
+            Role::Wpe => Self::Wpe,
+            Role::Block(l, part, leaf) => {
+                let part = match part {
+                    TablePart::Ln1 => Part::Ln1,
+                    TablePart::CAttn => Part::Attn,
+                    TablePart::AttnProj => Part::AttnProj,
+                    TablePart::Ln2 => Part::Ln2,
+                    TablePart::Fc => Part::Fc,
+                    TablePart::MlpProj => Part::MlpProj,
+                };
+                Self::Block(l, part, pm(leaf))
+            }
+            Role::LnF(leaf) => Self::LnF(pm(leaf)),
+            Role::LmHead => Self::LmHead,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -188,47 +217,15 @@ impl<'a> Gpt2Plan<'a> {
 
     /// The grown tensors in the order of `Gpt2::named_tensors`, with Hugging Face shapes.
     fn list_entries(&self) -> Vec<Entry> {
-        let p = if self.src.prefixed {
-            "transformer."
-        } else {
-            ""
-        };
-        let (d, f) = (self.target.hidden, self.target.intermediate);
-        let c = &self.config;
-        let mut out = Vec::new();
-        let mut push =
-            |name: String, shape: Vec<usize>, what: What| out.push(Entry { name, shape, what });
-        push(format!("{p}wte.weight"), vec![c.vocab_size, d], What::Wte);
-        push(format!("{p}wpe.weight"), vec![c.n_positions, d], What::Wpe);
-        for t in 0..self.target.layers {
-            for (sub, part, i, o) in [
-                ("ln_1", Part::Ln1, 0, d),
-                ("attn.c_attn", Part::Attn, d, 3 * d),
-                ("attn.c_proj", Part::AttnProj, d, d),
-                ("ln_2", Part::Ln2, 0, d),
-                ("mlp.c_fc", Part::Fc, d, f),
-                ("mlp.c_proj", Part::MlpProj, f, d),
-            ] {
-                let w = if i == 0 { vec![o] } else { vec![i, o] };
-                let q = format!("{p}h.{t}.{sub}");
-                push(
-                    format!("{q}.weight"),
-                    w,
-                    What::Block(t, part, Param::Weight),
-                );
-                push(
-                    format!("{q}.bias"),
-                    vec![o],
-                    What::Block(t, part, Param::Bias),
-                );
-            }
-        }
-        push(format!("{p}ln_f.weight"), vec![d], What::LnF(Param::Weight));
-        push(format!("{p}ln_f.bias"), vec![d], What::LnF(Param::Bias));
-        if self.src.lm_head.is_some() {
-            push("lm_head.weight".into(), vec![c.vocab_size, d], What::LmHead);
-        }
-        out
+        // The grown config's tensor table, with the source's prefix and head.
+        tensor_table(&self.config, self.src.layout())
+            .into_iter()
+            .map(|def| Entry {
+                name: def.name,
+                shape: def.shape,
+                what: What::of(def.role),
+            })
+            .collect()
     }
 
     /// The source layer whose weights fill the new units of source layer `l`, if AKI applies.

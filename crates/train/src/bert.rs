@@ -13,6 +13,7 @@ pub use crate::layers::{
     Dropout, LayerNorm, Linear, Scope, cross_entropy, layer_norm_composed, log_softmax_last_dim,
     softmax_composed, softmax_last_dim,
 };
+use bert2bert_checkpoint::bert::{BertLayout, tensor_table as bert_table};
 use bert2bert_checkpoint::random::{Heads, Init};
 use bert2bert_checkpoint::{Activation, Bert, BertConfig};
 use candle_core::{Device, Result, Tensor, Var};
@@ -469,31 +470,16 @@ impl Params {
     pub fn to_bert(&self) -> crate::Result<Bert> {
         let mut b = self.template.clone();
         let vars = crate::vars::VarReader::new(&self.varmap);
-        // Linear weights are (out, in) in candle and Hugging Face, (in, out) in the checkpoint:
-        // `linear` and `mat_t` transpose.
-        let e = "bert.embeddings";
-        b.embeddings.word = vars.mat(&format!("{e}.word_embeddings.weight"))?;
-        b.embeddings.position = vars.mat(&format!("{e}.position_embeddings.weight"))?;
-        b.embeddings.token_type = vars.mat(&format!("{e}.token_type_embeddings.weight"))?;
-        b.embeddings.layer_norm = vars.layer_norm(&format!("{e}.LayerNorm"))?;
-        for (l, layer) in b.layers.iter_mut().enumerate() {
-            let q = format!("bert.encoder.layer.{l}");
-            layer.query = vars.linear(&format!("{q}.attention.self.query"))?;
-            layer.key = vars.linear(&format!("{q}.attention.self.key"))?;
-            layer.value = vars.linear(&format!("{q}.attention.self.value"))?;
-            layer.attention_output = vars.linear(&format!("{q}.attention.output.dense"))?;
-            layer.attention_layer_norm =
-                vars.layer_norm(&format!("{q}.attention.output.LayerNorm"))?;
-            layer.intermediate = vars.linear(&format!("{q}.intermediate.dense"))?;
-            layer.output = vars.linear(&format!("{q}.output.dense"))?;
-            layer.output_layer_norm = vars.layer_norm(&format!("{q}.output.LayerNorm"))?;
-        }
-        let m = b.mlm.as_mut().expect("checked in from_bert");
-        m.transform = vars.linear("cls.predictions.transform.dense")?;
-        m.layer_norm = vars.layer_norm("cls.predictions.transform.LayerNorm")?;
-        m.bias = vars.vec1("cls.predictions.bias")?;
-        if m.decoder.is_some() {
-            m.decoder = Some(vars.mat_t("cls.predictions.decoder.weight")?);
+        // The vars are the rows of the `BertForMaskedLM` table, by Hugging Face name and in
+        // Hugging Face orientation; each is copied into the template's tensor of the same role,
+        // so a template without the `bert.` prefix (or with a pooler / NSP head, which are not
+        // trained) keeps its own names and parts.
+        let layout = BertLayout::masked_lm(self.untied);
+        for def in bert_table(&b.config, layout) {
+            let dst = b.tensor_mut(def.role).ok_or_else(|| {
+                crate::TrainError::Model(format!("the model has no `{}`", def.name))
+            })?;
+            vars.read_into(&def.name, dst)?;
         }
         Ok(b)
     }

@@ -10,6 +10,7 @@
 //! Hidden states are kept flat as `(batch * seq, d)` so every dense layer is one 2-D matmul.
 
 use bert2bert_checkpoint::folder::{AtomicDir, write_config, write_weights};
+use bert2bert_checkpoint::gpt2::{Gpt2Layout, tensor_table as gpt2_table};
 use bert2bert_checkpoint::random::Init;
 use bert2bert_checkpoint::{Activation, Dtype, Gpt2, Gpt2Config, Model};
 use candle_core::{Device, Result, Tensor, Var};
@@ -18,8 +19,6 @@ use candle_nn::{VarBuilder, VarMap};
 use crate::data::causal::CausalBatch;
 use crate::layers::{Dropout, LayerNorm, Scope, activate, cross_entropy, softmax_last_dim};
 
-/// The name prefix of the `GPT2Model` body inside `GPT2LMHeadModel`.
-const PREFIX: &str = "transformer.";
 /// The untied LM head, stored (V, D) like `wte`.
 const LM_HEAD: &str = "lm_head.weight";
 
@@ -369,22 +368,13 @@ impl Gpt2Params {
     pub fn to_gpt2(&self) -> crate::Result<Gpt2> {
         let mut g = self.template.clone();
         let vars = crate::vars::VarReader::new(&self.varmap);
-        // Conv1D weights are (in, out) in candle, Hugging Face and the checkpoint alike.
-        g.wte = vars.mat(&format!("{PREFIX}wte.weight"))?;
-        g.wpe = vars.mat(&format!("{PREFIX}wpe.weight"))?;
-        for (l, b) in g.blocks.iter_mut().enumerate() {
-            let q = format!("{PREFIX}h.{l}");
-            b.ln_1 = vars.layer_norm(&format!("{q}.ln_1"))?;
-            b.c_attn = vars.conv1d(&format!("{q}.attn.c_attn"))?;
-            b.attn_proj = vars.conv1d(&format!("{q}.attn.c_proj"))?;
-            b.ln_2 = vars.layer_norm(&format!("{q}.ln_2"))?;
-            b.fc = vars.conv1d(&format!("{q}.mlp.c_fc"))?;
-            b.mlp_proj = vars.conv1d(&format!("{q}.mlp.c_proj"))?;
-        }
-        g.ln_f = vars.layer_norm(&format!("{PREFIX}ln_f"))?;
-        if g.lm_head.is_some() {
-            // Held (D, V) in the checkpoint, (V, D) as a var (Hugging Face's nn.Linear).
-            g.lm_head = Some(vars.mat_t(LM_HEAD)?);
+        // The vars are the rows of the `GPT2LMHeadModel` table (see `bert::Params::to_bert`).
+        let layout = Gpt2Layout::lm_head_model(g.lm_head.is_some());
+        for def in gpt2_table(&g.config, layout) {
+            let dst = g.tensor_mut(def.role).ok_or_else(|| {
+                crate::TrainError::Model(format!("the model has no `{}`", def.name))
+            })?;
+            vars.read_into(&def.name, dst)?;
         }
         Ok(g)
     }

@@ -11,9 +11,12 @@ use crate::error::io_err;
 use crate::optim::{AdamWConfig, Schedule};
 use crate::trainer::{ModelParams, TrainConfig, TwoStage, submodel_depths};
 use crate::{Result, TrainError};
+use bert2bert_checkpoint::bert::{self, BertLayout};
+use bert2bert_checkpoint::gpt2::{self, Gpt2Layout};
 use bert2bert_checkpoint::random::SplitMix64;
-use bert2bert_checkpoint::{Family, Model};
+use bert2bert_checkpoint::{BertConfig, Family, Gpt2Config, Model};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// The schedule's file name, beside a grown checkpoint or in a `pretrain` output folder.
@@ -87,31 +90,50 @@ enum Role {
     Head,
 }
 
-fn role(family: Family, name: &str) -> Option<Role> {
-    let layer = |prefix: &str| -> Option<Role> {
-        let rest = name.strip_prefix(prefix)?;
-        let (i, _) = rest.split_once('.')?;
-        i.parse().ok().map(Role::Layer)
-    };
+/// Every trained parameter of a `family` model with `layers` layers, by Hugging Face name, with
+/// its role, in the checkpoint's write order: the rows of the family's tensor table for the
+/// model the trainers train (`BertForMaskedLM` / `GPT2LMHeadModel`).
+fn parameters(family: Family, layers: usize, untied_head: bool) -> Vec<(String, Role)> {
+    // Names and roles depend only on the layer count and the layout; the placeholder config's
+    // sizes only feed the table's shapes, which the schedule does not use.
     match family {
         Family::Bert => {
-            if name.starts_with("bert.embeddings.") {
-                Some(Role::Embedding)
-            } else if name.starts_with("cls.predictions.") {
-                Some(Role::Head)
-            } else {
-                layer("bert.encoder.layer.")
-            }
+            let c = BertConfig::new(1, 1, layers, 1, 1, 1);
+            bert::tensor_table(&c, BertLayout::masked_lm(untied_head))
+                .into_iter()
+                .filter_map(|d| bert_role(d.role).map(|r| (d.name, r)))
+                .collect()
         }
         Family::Gpt2 => {
-            if name.starts_with("transformer.wte.") || name.starts_with("transformer.wpe.") {
-                Some(Role::Embedding)
-            } else if name.starts_with("transformer.ln_f.") || name == "lm_head.weight" {
-                Some(Role::Head)
-            } else {
-                layer("transformer.h.")
-            }
+            let c = Gpt2Config::new(1, 1, layers, 1, 1);
+            gpt2::tensor_table(&c, Gpt2Layout::lm_head_model(untied_head))
+                .into_iter()
+                .map(|d| (d.name, gpt2_role(d.role)))
+                .collect()
         }
+    }
+}
+
+/// The stage-1 role of a BERT tensor; `None` for the pooler and NSP head, which
+/// `BertForMaskedLM` does not have.
+fn bert_role(role: bert::Role) -> Option<Role> {
+    use bert::Role as R;
+    match role {
+        R::WordEmbeddings | R::PositionEmbeddings | R::TokenTypeEmbeddings => Some(Role::Embedding),
+        R::EmbeddingsLayerNorm(_) => Some(Role::Embedding),
+        R::Layer(l, _, _) => Some(Role::Layer(l)),
+        R::Transform(_) | R::TransformLayerNorm(_) | R::MlmBias | R::Decoder => Some(Role::Head),
+        R::Pooler(_) | R::Nsp(_) => None,
+    }
+}
+
+/// The stage-1 role of a GPT-2 tensor.
+fn gpt2_role(role: gpt2::Role) -> Role {
+    use gpt2::Role as R;
+    match role {
+        R::Wte | R::Wpe => Role::Embedding,
+        R::Block(l, _, _) => Role::Layer(l),
+        R::LnF(_) | R::LmHead => Role::Head,
     }
 }
 
@@ -138,78 +160,10 @@ fn llama_no_decay(name: &str) -> bool {
 /// Every trained parameter of a `family` model with `layers` layers, by Hugging Face name,
 /// sorted (`untied_head`: BERT's `cls.predictions.decoder.weight` / GPT-2's `lm_head.weight`).
 pub fn parameter_names(family: Family, layers: usize, untied_head: bool) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    let mut push = |prefix: &str, leaves: &[&str]| {
-        names.extend(leaves.iter().map(|l| format!("{prefix}{l}")));
-    };
-    match family {
-        Family::Bert => {
-            push(
-                "bert.embeddings.",
-                &[
-                    "word_embeddings.weight",
-                    "position_embeddings.weight",
-                    "token_type_embeddings.weight",
-                    "LayerNorm.weight",
-                    "LayerNorm.bias",
-                ],
-            );
-            for l in 0..layers {
-                let linear = |m: &str| [format!("{m}.weight"), format!("{m}.bias")];
-                let mut leaves = Vec::new();
-                for m in [
-                    "attention.self.query",
-                    "attention.self.key",
-                    "attention.self.value",
-                    "attention.output.dense",
-                    "attention.output.LayerNorm",
-                    "intermediate.dense",
-                    "output.dense",
-                    "output.LayerNorm",
-                ] {
-                    leaves.extend(linear(m));
-                }
-                let refs: Vec<&str> = leaves.iter().map(String::as_str).collect();
-                push(&format!("bert.encoder.layer.{l}."), &refs);
-            }
-            push(
-                "cls.predictions.",
-                &[
-                    "transform.dense.weight",
-                    "transform.dense.bias",
-                    "transform.LayerNorm.weight",
-                    "transform.LayerNorm.bias",
-                    "bias",
-                ],
-            );
-            if untied_head {
-                push("cls.predictions.", &["decoder.weight"]);
-            }
-        }
-        Family::Gpt2 => {
-            push("transformer.", &["wte.weight", "wpe.weight"]);
-            for l in 0..layers {
-                let mut leaves = Vec::new();
-                for m in [
-                    "ln_1",
-                    "attn.c_attn",
-                    "attn.c_proj",
-                    "ln_2",
-                    "mlp.c_fc",
-                    "mlp.c_proj",
-                ] {
-                    leaves.push(format!("{m}.weight"));
-                    leaves.push(format!("{m}.bias"));
-                }
-                let refs: Vec<&str> = leaves.iter().map(String::as_str).collect();
-                push(&format!("transformer.h.{l}."), &refs);
-            }
-            push("transformer.", &["ln_f.weight", "ln_f.bias"]);
-            if untied_head {
-                push("", &["lm_head.weight"]);
-            }
-        }
-    }
+    let mut names: Vec<String> = parameters(family, layers, untied_head)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     names.sort();
     names
 }
@@ -237,11 +191,15 @@ impl TrainSchedule {
             Family::Bert => crate::bert::no_weight_decay(n),
             Family::Gpt2 => crate::gpt2::no_weight_decay(n),
         };
+        let params = parameters(family, layers, untied);
+        let roles: HashMap<&str, Role> = params.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+        let mut names: Vec<String> = params.iter().map(|(n, _)| n.clone()).collect();
+        names.sort();
         Self::build(
             family.name(),
             layers,
-            parameter_names(family, layers, untied),
-            &|n| role(family, n),
+            names,
+            &|n| roles.get(n).copied(),
             &no_decay,
             cfg,
         )

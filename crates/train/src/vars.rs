@@ -3,7 +3,7 @@
 use bert2bert_checkpoint::{LayerNorm, Linear, NamedTensor};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayViewD, ArrayViewMutD};
 
 /// All vars of `varmap` with their names, sorted by name (a stable order for optimizers and tests).
 pub fn sorted(varmap: &VarMap) -> Vec<(String, Var)> {
@@ -59,6 +59,22 @@ impl VarReader {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_detached_tensor())
             .ok_or_else(|| crate::TrainError::Model(format!("no parameter `{name}`")))
+    }
+
+    /// Copies the var `name` into `dst`, which must have its shape (as stored).
+    pub fn read_into(&self, name: &str, mut dst: ArrayViewMutD<'_, f32>) -> crate::Result<()> {
+        let t = self.tensor(name)?.to_dtype(DType::F32)?;
+        if t.dims() != dst.shape() {
+            return Err(crate::TrainError::Model(format!(
+                "parameter `{name}` is {:?}, the model holds {:?}",
+                t.dims(),
+                dst.shape()
+            )));
+        }
+        let v = t.flatten_all()?.to_vec1::<f32>()?;
+        let src = ArrayViewD::from_shape(dst.shape(), &v).expect("shape checked");
+        dst.assign(&src);
+        Ok(())
     }
 
     /// The 1-D var `name`.
