@@ -748,30 +748,14 @@ pub(crate) fn verify_gpt2(
     s.validate()?;
     g.validate()?;
     let (cs, cg) = (&s.config, &g.config);
-    if opts.batches == 0 || opts.batch_size == 0 || opts.seq_len == 0 {
-        return Err(ExpandError::Verify(
-            "batches, batch size and sequence length must be positive".into(),
-        ));
-    }
-    if cg.n_embd < cs.n_embd {
-        return Err(ExpandError::Verify(format!(
-            "the grown model's hidden size {} is smaller than the source's {}",
-            cg.n_embd, cs.n_embd
-        )));
-    }
-    if cg.vocab_size != cs.vocab_size {
-        return Err(ExpandError::Verify(format!(
-            "vocabularies differ: source {} tokens, grown {}",
-            cs.vocab_size, cg.vocab_size
-        )));
-    }
     let max_len = cs.n_positions.min(cg.n_positions);
-    if opts.seq_len > max_len {
-        return Err(ExpandError::Verify(format!(
-            "sequence length {} exceeds n_positions {max_len}",
-            opts.seq_len
-        )));
-    }
+    crate::verify::check_decoder_pair(
+        opts,
+        (cs.n_embd, cg.n_embd),
+        (cs.vocab_size, cg.vocab_size),
+        max_len,
+        "n_positions",
+    )?;
     let aligned = aligned_layers(s.blocks.len(), g.blocks.len());
     let mut layers = vec![Acc::default(); aligned.len() + 1];
     let (mut last, mut logits) = (Acc::default(), Acc::default());

@@ -857,30 +857,14 @@ pub fn verify_llama(
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, ExpandError> {
     let (cs, cg) = (s.config(), g.config());
-    if opts.batches == 0 || opts.batch_size == 0 || opts.seq_len == 0 {
-        return Err(ExpandError::Verify(
-            "batches, batch size and sequence length must be positive".into(),
-        ));
-    }
-    if cg.hidden_size < cs.hidden_size {
-        return Err(ExpandError::Verify(format!(
-            "the grown model's hidden size {} is smaller than the source's {}",
-            cg.hidden_size, cs.hidden_size
-        )));
-    }
-    if cg.vocab_size != cs.vocab_size {
-        return Err(ExpandError::Verify(format!(
-            "vocabularies differ: source {} tokens, grown {}",
-            cs.vocab_size, cg.vocab_size
-        )));
-    }
     let max_len = cs.max_position_embeddings.min(cg.max_position_embeddings);
-    if opts.seq_len > max_len {
-        return Err(ExpandError::Verify(format!(
-            "sequence length {} exceeds max_position_embeddings {max_len}",
-            opts.seq_len
-        )));
-    }
+    crate::verify::check_decoder_pair(
+        opts,
+        (cs.hidden_size, cg.hidden_size),
+        (cs.vocab_size, cg.vocab_size),
+        max_len,
+        "max_position_embeddings",
+    )?;
     let scale = {
         let e = g.tensor(Role::Embed)?;
         let e = e.view().into_dimensionality::<Ix2>().expect("2-d");

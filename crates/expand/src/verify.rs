@@ -329,6 +329,42 @@ fn verify_bert(
     })
 }
 
+/// Refuses a decoder-only comparison (GPT-2, Llama family) that cannot run: empty batches, a
+/// grown model narrower than its source, different vocabularies, or sequences longer than
+/// `max_len` positions (`positions` names the config field in the message).
+pub(crate) fn check_decoder_pair(
+    opts: &VerifyOptions,
+    hidden: (usize, usize),
+    vocab: (usize, usize),
+    max_len: usize,
+    positions: &str,
+) -> Result<(), ExpandError> {
+    if opts.batches == 0 || opts.batch_size == 0 || opts.seq_len == 0 {
+        return Err(ExpandError::Verify(
+            "batches, batch size and sequence length must be positive".into(),
+        ));
+    }
+    if hidden.1 < hidden.0 {
+        return Err(ExpandError::Verify(format!(
+            "the grown model's hidden size {} is smaller than the source's {}",
+            hidden.1, hidden.0
+        )));
+    }
+    if vocab.1 != vocab.0 {
+        return Err(ExpandError::Verify(format!(
+            "vocabularies differ: source {} tokens, grown {}",
+            vocab.0, vocab.1
+        )));
+    }
+    if opts.seq_len > max_len {
+        return Err(ExpandError::Verify(format!(
+            "sequence length {} exceeds {positions} {max_len}",
+            opts.seq_len
+        )));
+    }
+    Ok(())
+}
+
 /// The report of a decoder-only comparison (GPT-2, Llama family): one accumulated difference
 /// per compared layer (`layers[0]` the embeddings, `layers[l]` source layer l against grown
 /// layer `aligned[l - 1]`), the last hidden states and the LM logits.
