@@ -331,33 +331,74 @@ pub fn run(args: Args) -> Result<()> {
         let grown = read_model_dir(&out)?;
         Some(verify(&source.model, &grown.model, &args.verify.options())?)
     };
-    if args.json {
-        let v = serde_json::json!({
-            "source": source_dir,
-            "out": out,
-            "dtype": dtype.name(),
-            "seconds": grow_s,
-            "grow": report,
-            "verify": verified,
-            "schedule": out.join(SCHEDULE_FILE),
+    print_outcome(&Outcome {
+        source: &source_dir,
+        out: &out,
+        dtype,
+        seconds: grow_s,
+        target: None,
+        report: &report,
+        verified: verified.as_ref(),
+        schedule: &schedule,
+        json: args.json,
+    })
+}
+
+/// What a growth did, for printing (BERT, GPT-2 and the Llama family alike).
+pub struct Outcome<'a> {
+    /// The source folder.
+    pub source: &'a Path,
+    /// The grown folder.
+    pub out: &'a Path,
+    /// The dtype written.
+    pub dtype: Dtype,
+    /// Seconds from start to the committed output.
+    pub seconds: f64,
+    /// The target shape, where the family reports it in the JSON.
+    pub target: Option<serde_json::Value>,
+    /// What was grown, per module.
+    pub report: &'a bert2bert_expand::GrowReport,
+    /// The verification, unless `--no-verify`.
+    pub verified: Option<&'a bert2bert_expand::VerifyReport>,
+    /// The schedule written beside the model.
+    pub schedule: &'a TrainSchedule,
+    /// JSON instead of text.
+    pub json: bool,
+}
+
+/// Prints a growth's outcome as text or (`json`) one JSON object.
+pub fn print_outcome(o: &Outcome<'_>) -> Result<()> {
+    let schedule_path = o.out.join(SCHEDULE_FILE);
+    if o.json {
+        let mut v = serde_json::json!({
+            "source": o.source,
+            "out": o.out,
+            "dtype": o.dtype.name(),
+            "seconds": o.seconds,
+            "grow": o.report,
+            "verify": o.verified,
+            "schedule": schedule_path,
         });
+        if let Some(t) = &o.target {
+            v["target"] = t.clone();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("grew {} -> {}", source_dir.display(), out.display());
-        println!("{}", report.summary());
+        println!("grew {} -> {}", o.source.display(), o.out.display());
+        println!("{}", o.report.summary());
         println!(
-            "wrote {} parameters as {dtype} in {grow_s:.2} s",
-            report.grown_parameters
+            "wrote {} parameters as {} in {:.2} s",
+            o.report.grown_parameters, o.dtype, o.seconds
         );
-        if let Some(v) = &verified {
-            print_verify(v, report.expected_exact);
+        if let Some(v) = o.verified {
+            print_verify(v, o.report.expected_exact);
         }
         println!(
             "training schedule: {} ({} steps, stage 1 {} steps, l_b {})",
-            out.join(SCHEDULE_FILE).display(),
-            schedule.total_steps,
-            schedule.stage1_steps,
-            schedule.lb.unwrap_or(0)
+            schedule_path.display(),
+            o.schedule.total_steps,
+            o.schedule.stage1_steps,
+            o.schedule.lb.unwrap_or(0)
         );
     }
     Ok(())

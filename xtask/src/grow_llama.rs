@@ -4,8 +4,7 @@
 //! the verification runs both models layer by layer from disk.
 
 use crate::Usage;
-use crate::grow::{Args, Streamed, specs_of, write_streamed};
-use crate::verify::print_verify;
+use crate::grow::{Args, Outcome, Streamed, print_outcome, specs_of, write_streamed};
 use anyhow::{Context, Result};
 use bert2bert_checkpoint::config::read_raw_config;
 use bert2bert_checkpoint::{LlamaConfig, LlamaKind, LlamaSource};
@@ -182,34 +181,17 @@ pub fn run(args: Args, source_dir: &Path) -> Result<()> {
     } else {
         Some(verify_dirs(&src, &out, &args.verify.options())?)
     };
-    if args.json {
-        let v = serde_json::json!({
-            "source": source_dir,
-            "out": out,
-            "dtype": dtype.name(),
-            "seconds": grow_s,
-            "target": target,
-            "grow": report,
-            "verify": verified,
-            "schedule": out.join(bert2bert_train::schedule::SCHEDULE_FILE),
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        println!("grew {} -> {}", source_dir.display(), out.display());
-        println!("{}", report.summary());
-        println!(
-            "wrote {} parameters as {dtype} in {grow_s:.2} s",
-            report.grown_parameters
-        );
-        if let Some(v) = &verified {
-            print_verify(v, report.expected_exact);
-        }
-        println!(
-            "training schedule: {} (docs/distributed.md)",
-            out.join(bert2bert_train::schedule::SCHEDULE_FILE).display()
-        );
-    }
-    Ok(())
+    print_outcome(&Outcome {
+        source: source_dir,
+        out: &out,
+        dtype,
+        seconds: grow_s,
+        target: Some(serde_json::to_value(target)?),
+        report: &report,
+        verified: verified.as_ref(),
+        schedule: &schedule,
+        json: args.json,
+    })
 }
 
 /// Verifies grown folder `grown` against the opened source, both streamed.
