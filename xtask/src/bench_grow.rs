@@ -118,49 +118,21 @@ pub fn run(args: GrowArgs) -> Result<()> {
             },
         )?;
     }
-    let exe = std::env::current_exe()?;
     let out = dir.join("grown");
-    let copy = dir.join("copy.safetensors");
-    let mut grows = Vec::new();
-    let mut copies = Vec::new();
-    for _ in 0..args.runs.max(1) {
-        let _ = std::fs::remove_dir_all(&out);
-        let t = target.map(|x| x.to_string());
-        grows.push(measure(
-            Command::new(&exe)
-                .args(["grow", "--no-verify", "--method", "fpi", "--source"])
-                .arg(&source)
-                .arg("--out")
-                .arg(&out)
-                .args([
-                    "--layers",
-                    &t[0],
-                    "--hidden",
-                    &t[1],
-                    "--heads",
-                    &t[2],
-                    "--intermediate",
-                    &t[3],
-                ])
-                .stdout(std::process::Stdio::null()),
-        )?);
-        let _ = std::fs::remove_file(&copy);
-        // The grower fsyncs its output before the rename (a durable atomic replace), so the
-        // floor it is compared with is a byte copy (no reflink) that is fsynced too.
-        copies.push(measure(
-            Command::new("sh")
-                .arg("-c")
-                .arg(r#"cp --reflink=never "$0" "$1" && sync "$1""#)
-                .arg(out.join("model.safetensors"))
-                .arg(&copy),
-        )?);
-    }
-    let median = |v: &mut Vec<Measured>| {
-        v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-        v[v.len() / 2]
-    };
-    let (g, c) = (median(&mut grows), median(&mut copies));
-    // Sorted by `median`: the spread is the first and last run.
+    let t = target.map(|x| x.to_string());
+    let grow_args = [
+        "--layers",
+        &t[0],
+        "--hidden",
+        &t[1],
+        "--heads",
+        &t[2],
+        "--intermediate",
+        &t[3],
+    ];
+    let (grows, copies) = alternate(args.runs, &source, &out, &dir.join("copy"), &grow_args)?;
+    let (g, c) = (median(&grows), median(&copies));
+    // Sorted by time: the spread is the first and last run.
     let spread = |v: &[Measured]| (v[0].seconds, v[v.len() - 1].seconds);
     let (g_lo, g_hi) = spread(&grows);
     let (c_lo, c_hi) = spread(&copies);
@@ -208,12 +180,7 @@ pub fn run(args: GrowArgs) -> Result<()> {
             c.system,
             gb(c.peak_rss)
         );
-        println!(
-            "load average when done: {}",
-            std::fs::read_to_string("/proc/loadavg")
-                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-                .unwrap_or_else(|_| "unknown".into())
-        );
+        println!("load average when done: {}", load_average());
         println!(
             "grow / copy time: {:.2}x (target <= 2x); peak RSS / output size: {:.2}x (target <= 1.5x)",
             g.seconds / c.seconds,
@@ -221,6 +188,59 @@ pub fn run(args: GrowArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Alternates `runs` growths of `source` into `out` (`xtask grow --no-verify --method fpi` and
+/// `grow_args`) with byte copies (no reflink) of the output's weight files into the folder
+/// `copy`, fsynced like the grower's output before its rename; returns both sets of runs,
+/// each sorted by time. `copy` is removed at the end.
+fn alternate(
+    runs: usize,
+    source: &Path,
+    out: &Path,
+    copy: &Path,
+    grow_args: &[&str],
+) -> Result<(Vec<Measured>, Vec<Measured>)> {
+    let exe = std::env::current_exe()?;
+    let (mut grows, mut copies) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        let _ = std::fs::remove_dir_all(out);
+        grows.push(measure(
+            Command::new(&exe)
+                .args(["grow", "--no-verify", "--method", "fpi", "--source"])
+                .arg(source)
+                .arg("--out")
+                .arg(out)
+                .args(grow_args)
+                .stdout(std::process::Stdio::null()),
+        )?);
+        let _ = std::fs::remove_dir_all(copy);
+        std::fs::create_dir_all(copy)?;
+        copies.push(measure(
+            Command::new("sh")
+                .arg("-c")
+                .arg(r#"cp --reflink=never "$0"/*.safetensors "$1"/ && sync "$1"/*.safetensors"#)
+                .arg(out)
+                .arg(copy),
+        )?);
+    }
+    let _ = std::fs::remove_dir_all(copy);
+    for v in [&mut grows, &mut copies] {
+        v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    }
+    Ok((grows, copies))
+}
+
+/// The median of runs sorted by time.
+fn median(sorted: &[Measured]) -> Measured {
+    sorted[sorted.len() / 2]
+}
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg gives them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Writes a random Llama of `config` into `dir` tensor by tensor (never whole in memory), in
@@ -299,54 +319,27 @@ fn run_llama(args: GrowArgs) -> Result<()> {
         let shard = (params as u64 * 2).div_ceil(2) + (1 << 20);
         write_random_llama(&source, &cfg, Dtype::BF16, shard)?;
     }
-    let exe = std::env::current_exe()?;
     let out = dir.join("grown-llama");
-    let copy = dir.join("copy-llama");
-    let mut grows = Vec::new();
-    let mut copies = Vec::new();
     // Output shards of at most half the bytes (two files), like the source.
     let out_shard = if args.small { "2MB" } else { "4GB" };
-    for _ in 0..args.runs.max(1) {
-        let _ = std::fs::remove_dir_all(&out);
-        let t = target.map(|x| x.to_string());
-        grows.push(measure(
-            Command::new(&exe)
-                .args(["grow", "--no-verify", "--method", "fpi", "--source"])
-                .arg(&source)
-                .arg("--out")
-                .arg(&out)
-                .args([
-                    "--layers",
-                    &t[0],
-                    "--hidden",
-                    &t[1],
-                    "--heads",
-                    &t[2],
-                    "--kv-heads",
-                    &t[3],
-                    "--intermediate",
-                    &t[4],
-                    "--max-shard-size",
-                    out_shard,
-                ])
-                .stdout(std::process::Stdio::null()),
-        )?);
-        let _ = std::fs::remove_dir_all(&copy);
-        std::fs::create_dir_all(&copy)?;
-        copies.push(measure(
-            Command::new("sh")
-                .arg("-c")
-                .arg(r#"cp --reflink=never "$0"/*.safetensors "$1"/ && sync "$1"/*.safetensors"#)
-                .arg(&out)
-                .arg(&copy),
-        )?);
-    }
-    let _ = std::fs::remove_dir_all(&copy);
-    let median = |v: &mut Vec<Measured>| {
-        v.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-        v[v.len() / 2]
-    };
-    let (g, c) = (median(&mut grows), median(&mut copies));
+    let t = target.map(|x| x.to_string());
+    let grow_args = [
+        "--layers",
+        &t[0],
+        "--hidden",
+        &t[1],
+        "--heads",
+        &t[2],
+        "--kv-heads",
+        &t[3],
+        "--intermediate",
+        &t[4],
+        "--max-shard-size",
+        out_shard,
+    ];
+    let copy = dir.join("copy-llama");
+    let (grows, copies) = alternate(args.runs, &source, &out, &copy, &grow_args)?;
+    let (g, c) = (median(&grows), median(&copies));
     let out_bytes = weights_size(&out)?;
     let src_bytes = weights_size(&source)?;
     let grown_params: usize = {
@@ -358,9 +351,7 @@ fn run_llama(args: GrowArgs) -> Result<()> {
     };
     let gb = |b: u64| b as f64 / 1e9;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into());
+    let load = load_average();
     if args.json {
         let v = serde_json::json!({
             "source_parameters": params, "grown_parameters": grown_params,
