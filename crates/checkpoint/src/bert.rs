@@ -468,7 +468,7 @@ impl Bert {
             Role::WordEmbeddings => e.word.view().into_dyn(),
             Role::PositionEmbeddings => e.position.view().into_dyn(),
             Role::TokenTypeEmbeddings => e.token_type.view().into_dyn(),
-            Role::EmbeddingsLayerNorm(leaf) => norm_view(&e.layer_norm, leaf),
+            Role::EmbeddingsLayerNorm(leaf) => e.layer_norm.leaf(leaf),
             Role::Layer(l, part, leaf) => {
                 let y = self.layers.get(l)?;
                 match part {
@@ -476,15 +476,15 @@ impl Bert {
                     Part::Key => linear_view(&y.key, leaf),
                     Part::Value => linear_view(&y.value, leaf),
                     Part::AttentionOutput => linear_view(&y.attention_output, leaf),
-                    Part::AttentionLayerNorm => norm_view(&y.attention_layer_norm, leaf),
+                    Part::AttentionLayerNorm => y.attention_layer_norm.leaf(leaf),
                     Part::Intermediate => linear_view(&y.intermediate, leaf),
                     Part::Output => linear_view(&y.output, leaf),
-                    Part::OutputLayerNorm => norm_view(&y.output_layer_norm, leaf),
+                    Part::OutputLayerNorm => y.output_layer_norm.leaf(leaf),
                 }
             }
             Role::Pooler(leaf) => linear_view(self.pooler.as_ref()?, leaf),
             Role::Transform(leaf) => linear_view(&self.mlm.as_ref()?.transform, leaf),
-            Role::TransformLayerNorm(leaf) => norm_view(&self.mlm.as_ref()?.layer_norm, leaf),
+            Role::TransformLayerNorm(leaf) => self.mlm.as_ref()?.layer_norm.leaf(leaf),
             Role::MlmBias => self.mlm.as_ref()?.bias.view().into_dyn(),
             Role::Decoder => self.mlm.as_ref()?.decoder.as_ref()?.t().into_dyn(),
             Role::Nsp(leaf) => linear_view(self.nsp.as_ref()?, leaf),
@@ -519,7 +519,7 @@ impl Bert {
             Role::WordEmbeddings => e.word.view_mut().into_dyn(),
             Role::PositionEmbeddings => e.position.view_mut().into_dyn(),
             Role::TokenTypeEmbeddings => e.token_type.view_mut().into_dyn(),
-            Role::EmbeddingsLayerNorm(leaf) => norm_mut(&mut e.layer_norm, leaf),
+            Role::EmbeddingsLayerNorm(leaf) => e.layer_norm.leaf_mut(leaf),
             Role::Layer(l, part, leaf) => {
                 let y = self.layers.get_mut(l)?;
                 match part {
@@ -527,15 +527,15 @@ impl Bert {
                     Part::Key => linear_mut(&mut y.key, leaf),
                     Part::Value => linear_mut(&mut y.value, leaf),
                     Part::AttentionOutput => linear_mut(&mut y.attention_output, leaf),
-                    Part::AttentionLayerNorm => norm_mut(&mut y.attention_layer_norm, leaf),
+                    Part::AttentionLayerNorm => y.attention_layer_norm.leaf_mut(leaf),
                     Part::Intermediate => linear_mut(&mut y.intermediate, leaf),
                     Part::Output => linear_mut(&mut y.output, leaf),
-                    Part::OutputLayerNorm => norm_mut(&mut y.output_layer_norm, leaf),
+                    Part::OutputLayerNorm => y.output_layer_norm.leaf_mut(leaf),
                 }
             }
             Role::Pooler(leaf) => linear_mut(self.pooler.as_mut()?, leaf),
             Role::Transform(leaf) => linear_mut(&mut self.mlm.as_mut()?.transform, leaf),
-            Role::TransformLayerNorm(leaf) => norm_mut(&mut self.mlm.as_mut()?.layer_norm, leaf),
+            Role::TransformLayerNorm(leaf) => self.mlm.as_mut()?.layer_norm.leaf_mut(leaf),
             Role::MlmBias => self.mlm.as_mut()?.bias.view_mut().into_dyn(),
             Role::Decoder => self
                 .mlm
@@ -569,19 +569,5 @@ fn linear_mut(l: &mut Linear, leaf: Leaf) -> ArrayViewMutD<'_, f32> {
     match leaf {
         Leaf::Weight => l.weight.view_mut().reversed_axes().into_dyn(),
         Leaf::Bias => l.bias.view_mut().into_dyn(),
-    }
-}
-
-fn norm_mut(n: &mut LayerNorm, leaf: Leaf) -> ArrayViewMutD<'_, f32> {
-    match leaf {
-        Leaf::Weight => n.weight.view_mut().into_dyn(),
-        Leaf::Bias => n.bias.view_mut().into_dyn(),
-    }
-}
-
-fn norm_view(n: &LayerNorm, leaf: Leaf) -> ArrayViewD<'_, f32> {
-    match leaf {
-        Leaf::Weight => n.weight.view().into_dyn(),
-        Leaf::Bias => n.bias.view().into_dyn(),
     }
 }

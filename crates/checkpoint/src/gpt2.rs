@@ -343,15 +343,15 @@ impl Gpt2 {
             Role::Block(l, part, leaf) => {
                 let b = self.blocks.get(l)?;
                 match part {
-                    Part::Ln1 => norm_view(&b.ln_1, leaf),
+                    Part::Ln1 => b.ln_1.leaf(leaf),
                     Part::CAttn => conv_view(&b.c_attn, leaf),
                     Part::AttnProj => conv_view(&b.attn_proj, leaf),
-                    Part::Ln2 => norm_view(&b.ln_2, leaf),
+                    Part::Ln2 => b.ln_2.leaf(leaf),
                     Part::Fc => conv_view(&b.fc, leaf),
                     Part::MlpProj => conv_view(&b.mlp_proj, leaf),
                 }
             }
-            Role::LnF(leaf) => norm_view(&self.ln_f, leaf),
+            Role::LnF(leaf) => self.ln_f.leaf(leaf),
             Role::LmHead => self.lm_head.as_ref()?.t().into_dyn(),
         })
     }
@@ -365,17 +365,17 @@ impl Gpt2 {
             Role::Block(l, part, leaf) => {
                 let b = self.blocks.get_mut(l)?;
                 match part {
-                    Part::Ln1 => pair_mut(&mut b.ln_1.weight, &mut b.ln_1.bias, leaf),
+                    Part::Ln1 => b.ln_1.leaf_mut(leaf),
                     Part::CAttn => pair_mut(&mut b.c_attn.weight, &mut b.c_attn.bias, leaf),
                     Part::AttnProj => {
                         pair_mut(&mut b.attn_proj.weight, &mut b.attn_proj.bias, leaf)
                     }
-                    Part::Ln2 => pair_mut(&mut b.ln_2.weight, &mut b.ln_2.bias, leaf),
+                    Part::Ln2 => b.ln_2.leaf_mut(leaf),
                     Part::Fc => pair_mut(&mut b.fc.weight, &mut b.fc.bias, leaf),
                     Part::MlpProj => pair_mut(&mut b.mlp_proj.weight, &mut b.mlp_proj.bias, leaf),
                 }
             }
-            Role::LnF(leaf) => pair_mut(&mut self.ln_f.weight, &mut self.ln_f.bias, leaf),
+            Role::LnF(leaf) => self.ln_f.leaf_mut(leaf),
             Role::LmHead => self.lm_head.as_mut()?.view_mut().reversed_axes().into_dyn(),
         })
     }
@@ -424,12 +424,5 @@ fn conv_view(l: &Linear, leaf: Leaf) -> ArrayViewD<'_, f32> {
     match leaf {
         Leaf::Weight => l.weight.view().into_dyn(),
         Leaf::Bias => l.bias.view().into_dyn(),
-    }
-}
-
-fn norm_view(n: &LayerNorm, leaf: Leaf) -> ArrayViewD<'_, f32> {
-    match leaf {
-        Leaf::Weight => n.weight.view().into_dyn(),
-        Leaf::Bias => n.bias.view().into_dyn(),
     }
 }

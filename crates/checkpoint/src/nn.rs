@@ -1,6 +1,7 @@
 //! Building blocks shared by every family: a linear map and a LayerNorm, in one orientation.
 
-use ndarray::{Array1, Array2};
+use crate::bert::Leaf;
+use ndarray::{Array1, Array2, ArrayViewD, ArrayViewMutD};
 
 /// A linear map y = x W + b with `weight` of shape (in, out): rows are input units, columns output
 /// units (the spec's orientation). Hugging Face `nn.Linear` stores the transpose; the loaders flip it.
@@ -35,4 +36,22 @@ pub struct LayerNorm {
     pub weight: Array1<f32>,
     /// beta.
     pub bias: Array1<f32>,
+}
+
+impl LayerNorm {
+    /// The weight or the bias (as stored: LayerNorms have no orientation).
+    pub(crate) fn leaf(&self, leaf: Leaf) -> ArrayViewD<'_, f32> {
+        match leaf {
+            Leaf::Weight => self.weight.view().into_dyn(),
+            Leaf::Bias => self.bias.view().into_dyn(),
+        }
+    }
+
+    /// The weight or the bias, writable.
+    pub(crate) fn leaf_mut(&mut self, leaf: Leaf) -> ArrayViewMutD<'_, f32> {
+        match leaf {
+            Leaf::Weight => self.weight.view_mut().into_dyn(),
+            Leaf::Bias => self.bias.view_mut().into_dyn(),
+        }
+    }
 }
