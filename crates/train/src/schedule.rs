@@ -530,6 +530,54 @@ mod tests {
         assert!(e.contains("longer than the run"), "{e}");
     }
 
+    #[test]
+    fn llama_family_schedules_place_their_tensors_and_round_trip() {
+        let names: Vec<String> = [
+            "model.embed_tokens.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.q_norm.weight",
+            "model.layers.0.input_layernorm.weight",
+            "model.layers.1.self_attn.q_proj.bias",
+            "model.layers.1.mlp.down_proj.weight",
+            "model.norm.weight",
+            "lm_head.weight",
+        ]
+        .map(String::from)
+        .to_vec();
+        let ts = TwoStage {
+            lb: 1,
+            stage1_steps: 5,
+        };
+        let s = TrainSchedule::for_llama("qwen3", 2, names, &cfg(Some(ts))).unwrap();
+        assert_eq!(s.family, "qwen3");
+        assert!(s.parameters.is_sorted());
+        assert_eq!(
+            s.no_weight_decay,
+            [
+                "model.layers.0.input_layernorm.weight",
+                "model.layers.0.self_attn.q_norm.weight",
+                "model.layers.1.self_attn.q_proj.bias",
+                "model.norm.weight",
+            ]
+        );
+        // Depth 2, l_b 1: layer 1 and the head (final norm, untied lm_head); never the embeddings.
+        assert_eq!(
+            s.submodels[1].trainable,
+            [
+                "lm_head.weight",
+                "model.layers.1.mlp.down_proj.weight",
+                "model.layers.1.self_attn.q_proj.bias",
+                "model.norm.weight",
+            ]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SCHEDULE_FILE);
+        s.write(&path).unwrap();
+        assert_eq!(TrainSchedule::read(&path).unwrap(), s);
+        let e = TrainSchedule::for_llama("phi", 2, vec![], &cfg(None)).unwrap_err();
+        assert!(e.to_string().contains("`phi`"), "{e}");
+    }
+
     /// The sampler's first draws, pinned: `python/tests/test_schedule.py` pins the same
     /// values for the Python reimplementation, so the two cannot drift apart silently.
     #[test]
