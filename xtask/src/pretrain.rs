@@ -5,7 +5,7 @@
 use anyhow::{Context, bail};
 use bert2bert_checkpoint::read_model_dir;
 use bert2bert_train::bert::Params;
-use bert2bert_train::data::{default_assets_dir, load_tokenizer};
+use bert2bert_train::data::{DEFAULT_CORPUS, default_assets_dir, load_tokenizer};
 use bert2bert_train::export::{Recording, write_batches};
 use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
@@ -112,6 +112,9 @@ pub struct Args {
     /// The assets folder (corpus/, tokenizer/ and tokenizer-gpt2/).
     #[arg(long)]
     pub assets: Option<PathBuf>,
+    /// Corpus folder, `train.txt.gz` and `valid.txt.gz` (default: the plays, `<assets>/corpus`).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
     /// Tokenizer folder for a fresh model (default: the family's bundled one under --assets).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -249,11 +252,14 @@ fn is_tokenizer_file(p: &Path) -> bool {
     )
 }
 
-/// Refuses an `--out` that is, lies inside, or contains `--init` or the assets folder: starting
+/// Refuses an `--out` that is, lies inside, or contains `--init`, the assets or the corpus: starting
 /// a run there (with `--overwrite`, which empties it first) would destroy them.
 fn refuse_overlapping_out(args: &Args) -> anyhow::Result<()> {
     let assets = args.assets.clone().unwrap_or_else(default_assets_dir);
     let mut inputs = vec![(assets.as_path(), "assets folder (--assets)")];
+    if let Some(corpus) = &args.corpus {
+        inputs.push((corpus.as_path(), "corpus folder (--corpus)"));
+    }
     if let Some(init) = &args.init {
         inputs.push((init.as_path(), "checkpoint to start from (--init)"));
     }
@@ -420,9 +426,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| default_tokenizer_dir(&assets, family))
     };
+    let corpus = args
+        .corpus
+        .clone()
+        .unwrap_or_else(|| assets.join(DEFAULT_CORPUS));
     let mut data = load_data(
         family,
-        &assets,
+        &corpus,
         &tok_dir,
         vocab_size,
         args.batch_size,

@@ -2,7 +2,7 @@
 //! writes the Hugging Face tokenizer files into `assets/tokenizer-gpt2/`.
 //!
 //! ```text
-//! cargo run -p bert2bert-train --example train_bpe -- [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]
+//! cargo run -p bert2bert-train --example train_bpe -- [VOCAB_SIZE] [ASSETS_DIR] [FOLDER] [CORPUS]
 //! ```
 //!
 //! Training is not bit-for-bit reproducible (the trainer breaks ties between equally frequent
@@ -34,12 +34,12 @@ const EOT: &str = "<|endoftext|>";
 const MODEL_MAX_LENGTH: usize = 1024;
 
 fn main() -> Result<()> {
-    let (vocab_size, assets, out) = common::parse_args(
-        "train_bpe [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]",
+    let (vocab_size, corpus, out) = common::parse_args(
+        "train_bpe [VOCAB_SIZE] [ASSETS_DIR] [FOLDER] [CORPUS]",
         "tokenizer-gpt2",
     )?;
 
-    let docs = data::read_split(&assets, Split::Train)?;
+    let docs = data::read_split(&corpus, Split::Train)?;
     eprintln!("training on {} documents", docs.len());
 
     // GPT-2's setup: no normalizer, byte-level pre-tokenizer without a prefix space (so decoding
@@ -74,7 +74,7 @@ fn main() -> Result<()> {
         "{EOT} has id {:?}, expected 0",
         loaded.token_to_id(EOT)
     );
-    let train_tokens = data::tokenize_documents(&loaded, &docs, &assets.join(Split::Train.file()))?;
+    let train_tokens = data::tokenize_documents(&loaded, &docs, &corpus.join(Split::Train.file()))?;
     let bytes: usize = docs.iter().map(String::len).sum();
     eprintln!(
         "wrote {}: vocabulary {}, {} training tokens ({:.2} bytes per token)",

@@ -2,7 +2,7 @@
 //! Hugging Face tokenizer files into `assets/tokenizer/`.
 //!
 //! ```text
-//! cargo run -p bert2bert-train --example train_tokenizer -- [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]
+//! cargo run -p bert2bert-train --example train_tokenizer -- [VOCAB_SIZE] [ASSETS_DIR] [FOLDER] [CORPUS]
 //! ```
 //!
 //! Training is not bit-for-bit reproducible (the trainer breaks ties between equally frequent
@@ -30,12 +30,12 @@ type BertTokenizer =
 const MODEL_MAX_LENGTH: usize = 512;
 
 fn main() -> Result<()> {
-    let (vocab_size, assets, out) = common::parse_args(
-        "train_tokenizer [VOCAB_SIZE] [ASSETS_DIR] [FOLDER]",
+    let (vocab_size, corpus, out) = common::parse_args(
+        "train_tokenizer [VOCAB_SIZE] [ASSETS_DIR] [FOLDER] [CORPUS]",
         "tokenizer",
     )?;
 
-    let docs = data::read_split(&assets, Split::Train)?;
+    let docs = data::read_split(&corpus, Split::Train)?;
     let lines: Vec<&str> = docs
         .iter()
         .flat_map(|d| d.lines())
@@ -86,7 +86,7 @@ fn main() -> Result<()> {
         ids == special,
         "special ids {ids:?}, expected {special:?} (the trainer puts them first, in order)"
     );
-    let train_tokens = data::tokenize_documents(&loaded, &docs, &assets.join(Split::Train.file()))?;
+    let train_tokens = data::tokenize_documents(&loaded, &docs, &corpus.join(Split::Train.file()))?;
     let unk = train_tokens.iter().filter(|&&t| t == ids.unk).count();
     eprintln!(
         "wrote {}: vocabulary {}, {} training tokens ({} [UNK])",

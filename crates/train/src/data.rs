@@ -11,8 +11,8 @@ pub mod pack;
 mod tokenizer;
 
 pub use corpus::{
-    DOC_SEPARATOR, Split, Tokenized, default_assets_dir, load_corpus, read_documents, read_split,
-    tokenize_documents,
+    DEFAULT_CORPUS, DOC_SEPARATOR, Split, Tokenized, default_assets_dir, default_corpus_dir,
+    load_corpus, read_documents, read_split, tokenize_documents,
 };
 pub use error::DataError;
 pub use mlm::{

@@ -29,15 +29,19 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// Tokenizes the corpus under `assets` with the tokenizer in `tokenizer_dir`.
-    pub fn load(family: Family, assets: &Path, tokenizer_dir: &Path) -> Result<Self, DataError> {
+    /// Tokenizes the corpus folder `corpus_dir` with the tokenizer in `tokenizer_dir`.
+    pub fn load(
+        family: Family,
+        corpus_dir: &Path,
+        tokenizer_dir: &Path,
+    ) -> Result<Self, DataError> {
         let tok_path = tokenizer_dir.join("tokenizer.json");
         let tokenizer = load_tokenizer(&tok_path)?;
         let vocab = tokenizer.get_vocab_size(true);
         Ok(match family {
             Family::Bert => {
                 let special = SpecialIds::from_tokenizer(&tokenizer, &tok_path)?;
-                let corpus = load_corpus(assets, &tokenizer)?;
+                let corpus = load_corpus(corpus_dir, &tokenizer)?;
                 Self {
                     family,
                     tokenizer: tok_path,
@@ -51,8 +55,8 @@ impl Streams {
                 family,
                 tokenizer: tok_path,
                 vocab,
-                train: load_causal_split(assets, &tokenizer, Split::Train)?.into(),
-                valid: load_causal_split(assets, &tokenizer, Split::Valid)?,
+                train: load_causal_split(corpus_dir, &tokenizer, Split::Train)?.into(),
+                valid: load_causal_split(corpus_dir, &tokenizer, Split::Valid)?,
                 special: None,
             },
         })
@@ -178,12 +182,12 @@ pub struct Data {
     pub steps_per_epoch: f64,
 }
 
-/// Tokenizes the bundled corpus with the tokenizer in `tokenizer_dir` and builds the batches of
+/// Tokenizes the corpus folder `corpus_dir` with the tokenizer in `tokenizer_dir` and builds the batches of
 /// `family`'s objective: masked-LM for BERT, next-token for GPT-2.
 #[allow(clippy::too_many_arguments)]
 pub fn load_data(
     family: Family,
-    assets: &Path,
+    corpus_dir: &Path,
     tokenizer_dir: &Path,
     vocab_size: usize,
     batch_size: usize,
@@ -191,7 +195,7 @@ pub fn load_data(
     seed: u64,
     eval_sequences: usize,
 ) -> Result<Data, DataError> {
-    let streams = Streams::load(family, assets, tokenizer_dir)?;
+    let streams = Streams::load(family, corpus_dir, tokenizer_dir)?;
     streams.check_fits(vocab_size)?;
     let (batcher, steps_per_epoch) = streams.batcher(vocab_size, batch_size, seq_len, seed)?;
     Ok(Data {

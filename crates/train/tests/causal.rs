@@ -146,8 +146,9 @@ fn corpus_stream_separates_documents_with_end_of_text() {
     let path = assets.join(causal::BPE_TOKENIZER_FILE);
     let t = data::load_tokenizer(&path).unwrap();
     assert_eq!(t.token_to_id(END_OF_TEXT), Some(END_OF_TEXT_ID));
-    let docs = data::read_split(&assets, Split::Valid).unwrap();
-    let s = causal::load_causal_split(&assets, &t, Split::Valid).unwrap();
+    let corpus = data::default_corpus_dir();
+    let docs = data::read_split(&corpus, Split::Valid).unwrap();
+    let s = causal::load_causal_split(&corpus, &t, Split::Valid).unwrap();
     let eot: Vec<usize> = (0..s.len()).filter(|&i| s[i] == END_OF_TEXT_ID).collect();
     assert_eq!(eot.len(), docs.len());
     assert_eq!(*eot.last().unwrap(), s.len() - 1);

@@ -25,7 +25,7 @@ fn tokenizer() -> &'static Tokenizer {
 
 fn corpus() -> &'static Tokenized {
     static CORPUS: OnceLock<Tokenized> = OnceLock::new();
-    CORPUS.get_or_init(|| data::load_corpus(&assets(), tokenizer()).unwrap())
+    CORPUS.get_or_init(|| data::load_corpus(&data::default_corpus_dir(), tokenizer()).unwrap())
 }
 
 /// The first `n` training tokens: enough for the statistics, quick to batch.
@@ -119,8 +119,8 @@ fn hugging_face_tokenizer_files_agree_with_tokenizer_json() {
 
 #[test]
 fn corpus_splits_hold_every_play_with_a_five_percent_tail() {
-    let train = data::read_split(&assets(), Split::Train).unwrap();
-    let valid = data::read_split(&assets(), Split::Valid).unwrap();
+    let train = data::read_split(&data::default_corpus_dir(), Split::Train).unwrap();
+    let valid = data::read_split(&data::default_corpus_dir(), Split::Valid).unwrap();
     assert_eq!(train.len(), 38);
     assert_eq!(valid.len(), 38);
     assert!(train[0].starts_with("A Midsummer Night's Dream\n\nACT I"));
@@ -153,6 +153,43 @@ fn corpus_splits_hold_every_play_with_a_five_percent_tail() {
             .chain(&c.valid)
             .all(|&t| (t as usize) < VOCAB && ![0, 2, 3, 4].contains(&t))
     );
+}
+
+#[test]
+fn the_bible_corpus_holds_every_book_with_a_five_percent_tail_and_its_tokenizer_covers_it() {
+    // assets/corpus-kjv (scripts/extract_kjv.py) and assets/tokenizer-kjv-2k, as their README
+    // describes them: the numbers the regime preset was sized with.
+    let dir = assets().join("corpus-kjv");
+    let train = data::read_split(&dir, Split::Train).unwrap();
+    let valid = data::read_split(&dir, Split::Valid).unwrap();
+    assert_eq!((train.len(), valid.len()), (66, 66));
+    assert!(train[0].starts_with("In the beginning God created the heaven and the earth.\n"));
+    assert!(valid[65].ends_with("The grace of our Lord Jesus Christ be with you all. Amen."));
+    let chars = |d: &[String]| d.iter().map(|s| s.chars().count()).sum::<usize>();
+    assert_eq!((chars(&train), chars(&valid)), (3_927_106, 211_730));
+    // No verse numbers left, no markup.
+    let numbered = verse_references(&train);
+    assert_eq!(numbered, 0, "lines that still start with a verse reference");
+    let frac = chars(&valid) as f64 / (chars(&train) + chars(&valid)) as f64;
+    assert!((0.045..0.06).contains(&frac), "valid fraction {frac}");
+
+    let tok = data::load_tokenizer(&assets().join("tokenizer-kjv-2k/tokenizer.json")).unwrap();
+    assert_eq!(tok.get_vocab_size(true), 2048);
+    let c = data::load_corpus(&dir, &tok).unwrap();
+    assert_eq!(c.train.len(), 1_017_088);
+    let unk = SpecialIds::SHIPPED.unk;
+    assert!(!c.train.iter().chain(&c.valid).any(|&t| t == unk));
+}
+
+/// Lines of `docs` that begin like `Ge1:1 ` (a reference the extraction should have dropped).
+fn verse_references(docs: &[String]) -> usize {
+    docs.iter()
+        .flat_map(|d| d.lines())
+        .filter(|l| {
+            let head = l.split(' ').next().unwrap_or("");
+            head.contains(':') && head.ends_with(|c: char| c.is_ascii_digit())
+        })
+        .count()
 }
 
 #[test]
@@ -538,7 +575,7 @@ fn bad_batching_setups_are_refused() {
 fn load_corpus_matches_tokenizing_each_split() {
     // load_corpus is read_split + tokenize_documents: check one split end to end on a
     // small piece, against the tokenizer's own whole-text encoding.
-    let docs = data::read_split(&assets(), Split::Valid).unwrap();
+    let docs = data::read_split(&data::default_corpus_dir(), Split::Valid).unwrap();
     let piece = vec![docs[0].clone(), docs[1].clone()];
     let ids = data::tokenize_documents(tokenizer(), &piece, Path::new("valid")).unwrap();
     let whole = tokenizer()

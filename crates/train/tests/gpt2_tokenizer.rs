@@ -59,7 +59,7 @@ fn round_trips_text_byte_for_byte() {
     }
     // A whole validation play round-trips, and the BPE compresses it (> 3 bytes per token on
     // the committed merges; raw bytes would be 1).
-    let docs = data::read_split(&assets_dir(), Split::Valid).unwrap();
+    let docs = data::read_split(&data::default_corpus_dir(), Split::Valid).unwrap();
     let doc = &docs[0];
     let enc = t.encode(doc.as_str(), false).unwrap();
     assert_eq!(t.decode(enc.get_ids(), false).unwrap(), *doc);

@@ -40,7 +40,7 @@ fn adamw_steps_on_the_corpus_lower_the_held_out_loss() -> anyhow::Result<()> {
     let vocab = tok.get_vocab_size(true);
     // The validation split is small and enough for a smoke run; the eval windows come from the
     // same stream but the claim is only that optimisation works end to end.
-    let stream = load_causal_split(&assets, &tok, Split::Valid)?;
+    let stream = load_causal_split(&data::default_corpus_dir(), &tok, Split::Valid)?;
     let cfg = CausalConfig {
         seq_len: 32,
         batch_size: 8,

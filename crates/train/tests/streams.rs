@@ -8,9 +8,9 @@ use bert2bert_train::{Streams, default_tokenizer_dir, load_data};
 use std::io::Write;
 use std::path::Path;
 
-/// An assets folder whose corpus is a few short plays (the tokenizers stay the bundled ones).
-fn small_assets(dir: &Path) {
-    std::fs::create_dir_all(dir.join("corpus")).unwrap();
+/// A corpus folder of a few short plays (the tokenizers stay the bundled ones).
+fn small_corpus(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
     let words = [
         "the", "king", "queen", "speaks", "of", "love", "and", "war", "my", "lord", "good",
         "night", "sweet", "prince",
@@ -33,7 +33,7 @@ fn small_assets(dir: &Path) {
 #[test]
 fn streams_give_each_family_its_objective() {
     let tmp = tempfile::tempdir().unwrap();
-    small_assets(tmp.path());
+    small_corpus(tmp.path());
     let bundled = default_assets_dir();
     for family in [Family::Bert, Family::Gpt2] {
         let tok_dir = default_tokenizer_dir(&bundled, family);

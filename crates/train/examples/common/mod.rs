@@ -8,9 +8,10 @@ use bert2bert_train::data;
 use serde::Serialize;
 use tokenizers::{Decoder, Model, Normalizer, PostProcessor, PreTokenizer, TokenizerImpl};
 
-/// `[VOCAB_SIZE] [ASSETS_DIR] [FOLDER]` from the command line (defaults 8192, the repository's
-/// `assets/` and `default_folder`); returns the vocabulary size, the assets folder and the output
-/// folder inside it; `usage` is printed for extra arguments.
+/// `[VOCAB_SIZE] [ASSETS_DIR] [FOLDER] [CORPUS]` from the command line (defaults 8192, the
+/// repository's `assets/`, `default_folder` and the plays, `corpus`); returns the vocabulary
+/// size, the corpus folder and the output folder, both inside the assets; `usage` is printed for
+/// extra arguments.
 pub fn parse_args(usage: &str, default_folder: &str) -> Result<(usize, PathBuf, PathBuf)> {
     let mut args = std::env::args().skip(1);
     let vocab_size: usize = match args.next() {
@@ -24,10 +25,14 @@ pub fn parse_args(usage: &str, default_folder: &str) -> Result<(usize, PathBuf, 
         .map(PathBuf::from)
         .unwrap_or_else(data::default_assets_dir);
     let out = assets.join(args.next().unwrap_or_else(|| default_folder.to_owned()));
+    let corpus = assets.join(
+        args.next()
+            .unwrap_or_else(|| data::DEFAULT_CORPUS.to_owned()),
+    );
     if args.next().is_some() {
         bail!("usage: {usage}");
     }
-    Ok((vocab_size, assets, out))
+    Ok((vocab_size, corpus, out))
 }
 
 /// Writes `tokenizer.json` and the model's own files (named by `model_files` in errors) into

@@ -120,13 +120,13 @@ pub fn causal_stream(
     Ok(out)
 }
 
-/// Reads one corpus split under `assets_dir` as a causal-LM stream.
+/// Reads one split of the corpus folder `corpus_dir` as a causal-LM stream.
 pub fn load_causal_split(
-    assets_dir: &Path,
+    corpus_dir: &Path,
     tokenizer: &Tokenizer,
     split: Split,
 ) -> Result<Vec<u32>, DataError> {
-    let path = assets_dir.join(split.file());
+    let path = corpus_dir.join(split.file());
     causal_stream(tokenizer, &read_documents(&path)?, &path)
 }
 

@@ -1,4 +1,5 @@
-//! The bundled corpus: gzipped plain text, one document per play, and its tokenization.
+//! A corpus folder (the bundled plays, or another one under the assets): gzipped plain text,
+//! one document per play or book, and its tokenization.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -20,18 +21,26 @@ pub enum Split {
 }
 
 impl Split {
-    /// The split's file, relative to the assets folder.
+    /// The split's file, relative to a corpus folder.
     pub fn file(self) -> &'static str {
         match self {
-            Split::Train => "corpus/train.txt.gz",
-            Split::Valid => "corpus/valid.txt.gz",
+            Split::Train => "train.txt.gz",
+            Split::Valid => "valid.txt.gz",
         }
     }
 }
 
+/// The bundled corpus's folder under the assets (Shakespeare's plays).
+pub const DEFAULT_CORPUS: &str = "corpus";
+
 /// The repository's `assets/` folder (resolved at compile time from this crate's location).
 pub fn default_assets_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets")
+}
+
+/// The bundled corpus's folder, `assets/corpus/`.
+pub fn default_corpus_dir() -> PathBuf {
+    default_assets_dir().join(DEFAULT_CORPUS)
 }
 
 /// Reads a gzipped corpus file and splits it into documents (trimmed, empty ones dropped).
@@ -63,9 +72,9 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>, DataError> {
     Ok(docs)
 }
 
-/// Reads the documents of one split from `assets_dir`.
-pub fn read_split(assets_dir: &Path, split: Split) -> Result<Vec<String>, DataError> {
-    read_documents(&assets_dir.join(split.file()))
+/// Reads the documents of one split from the corpus folder `corpus_dir`.
+pub fn read_split(corpus_dir: &Path, split: Split) -> Result<Vec<String>, DataError> {
+    read_documents(&corpus_dir.join(split.file()))
 }
 
 /// Token ids of documents, concatenated in order with no special tokens between them.
@@ -119,10 +128,10 @@ pub struct Tokenized {
     pub valid: Vec<u32>,
 }
 
-/// Reads and tokenizes both splits of the corpus under `assets_dir`.
-pub fn load_corpus(assets_dir: &Path, tokenizer: &Tokenizer) -> Result<Tokenized, DataError> {
+/// Reads and tokenizes both splits of the corpus folder `corpus_dir`.
+pub fn load_corpus(corpus_dir: &Path, tokenizer: &Tokenizer) -> Result<Tokenized, DataError> {
     let split = |s: Split| {
-        let path = assets_dir.join(s.file());
+        let path = corpus_dir.join(s.file());
         let docs = read_documents(&path)?;
         tokenize_documents(tokenizer, &docs, &path)
     };
