@@ -8,7 +8,6 @@
 //! - [`stack`]: depth-only growth of a trained shallow model (Gong et al., ICML 2019): the layer
 //!   sequence repeated with the paper's stacking rule, through [`crate::grow`] at equal width.
 
-use crate::bert::check_target;
 use crate::options::{Depth, GrowOptions, Target};
 use crate::{ExpandError, grow};
 use bert2bert_checkpoint::random::{Heads, Init};
@@ -47,7 +46,7 @@ fn layer_norm(dst: &mut LayerNorm, src: &LayerNorm) {
 /// freshly initialised target (seeded by `seed`); the same heads (MLM, pooler, NSP) as the source.
 pub fn direct_copy(source: &Bert, target: &Target, seed: u64) -> Result<Bert, ExpandError> {
     source.validate()?;
-    check_target(&source.config, target)?;
+    target.check_growth_from(&Target::of(&source.config))?;
     let config = source.config.with_shape(
         target.layers,
         target.hidden,

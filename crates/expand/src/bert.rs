@@ -6,95 +6,11 @@ use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector};
 use crate::maps::{IndexMap, LayerMapSet, MapRole};
 use crate::options::{AkiScope, GrowOptions, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
-use bert2bert_checkpoint::bert::{Leaf, Part as TablePart, Role, tensor_table};
+use bert2bert_checkpoint::bert::{Leaf, Part, Role, TensorDef, tensor_table};
 use bert2bert_checkpoint::{
     Bert, BertConfig, BertEmbeddings, BertLayer, LayerNorm, Linear, MlmHead,
 };
 use ndarray::{Array1, Array2, ArrayD, IxDyn};
-
-/// Weight or bias of a linear map / gamma or beta of a LayerNorm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Param {
-    Weight,
-    Bias,
-}
-
-/// The tensors of one encoder layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Part {
-    Query,
-    Key,
-    Value,
-    AttnOut,
-    AttnLn,
-    Intermediate,
-    Output,
-    OutputLn,
-}
-
-/// Which grown tensor an entry is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum What {
-    Word,
-    Position,
-    TokenType,
-    EmbLn(Param),
-    Layer(usize, Part, Param),
-    Pooler(Param),
-    MlmTransform(Param),
-    MlmLn(Param),
-    MlmBias,
-    Decoder,
-    Nsp(Param),
-}
-
-impl Param {
-    fn of(leaf: Leaf) -> Self {
-        match leaf {
-            Leaf::Weight => Self::Weight,
-            Leaf::Bias => Self::Bias,
-        }
-    }
-}
-
-impl What {
-    /// The entry kind of a tensor-table role.
-    fn of(role: Role) -> Self {
-        let pm = Param::of;
-        match role {
-            Role::WordEmbeddings => Self::Word,
-            Role::PositionEmbeddings => Self::Position,
-            Role::TokenTypeEmbeddings => Self::TokenType,
-            Role::EmbeddingsLayerNorm(leaf) => Self::EmbLn(pm(leaf)),
-            Role::Layer(l, part, leaf) => {
-                let part = match part {
-                    TablePart::Query => Part::Query,
-                    TablePart::Key => Part::Key,
-                    TablePart::Value => Part::Value,
-                    TablePart::AttentionOutput => Part::AttnOut,
-                    TablePart::AttentionLayerNorm => Part::AttnLn,
-                    TablePart::Intermediate => Part::Intermediate,
-                    TablePart::Output => Part::Output,
-                    TablePart::OutputLayerNorm => Part::OutputLn,
-                };
-                Self::Layer(l, part, pm(leaf))
-            }
-            Role::Pooler(leaf) => Self::Pooler(pm(leaf)),
-            Role::Transform(leaf) => Self::MlmTransform(pm(leaf)),
-            Role::TransformLayerNorm(leaf) => Self::MlmLn(pm(leaf)),
-            Role::MlmBias => Self::MlmBias,
-            Role::Decoder => Self::Decoder,
-            Role::Nsp(leaf) => Self::Nsp(pm(leaf)),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Entry {
-    name: String,
-    shape: Vec<usize>,
-    what: What,
-}
 
 /// How to produce one tensor.
 enum Spec<'s> {
@@ -106,52 +22,6 @@ enum Spec<'s> {
     Vector(VectorSpec<'s>),
 }
 
-/// Checks `target` against the source config: never smaller, same head size.
-pub(crate) fn check_target(c: &BertConfig, t: &Target) -> Result<(), ExpandError> {
-    for (what, v) in [
-        ("layers", t.layers),
-        ("hidden size", t.hidden),
-        ("heads", t.heads),
-        ("intermediate size", t.intermediate),
-    ] {
-        if v == 0 {
-            return Err(ExpandError::ZeroTarget { what });
-        }
-    }
-    for (what, from, to) in [
-        ("layers", c.num_hidden_layers, t.layers),
-        ("hidden size", c.hidden_size, t.hidden),
-        ("intermediate size", c.intermediate_size, t.intermediate),
-        ("heads", c.num_attention_heads, t.heads),
-    ] {
-        if to < from {
-            return Err(ExpandError::Shrink { what, from, to });
-        }
-    }
-    if !t.hidden.is_multiple_of(t.heads) {
-        return Err(ExpandError::Indivisible {
-            hidden: t.hidden,
-            heads: t.heads,
-        });
-    }
-    let dh = c.head_dim();
-    if t.hidden / t.heads != dh {
-        let suggested = if t.hidden.is_multiple_of(dh) {
-            (t.hidden / dh).to_string()
-        } else {
-            format!("none: hidden {} is not a multiple of {dh}", t.hidden)
-        };
-        return Err(ExpandError::HeadSize {
-            from: dh,
-            to: t.hidden / t.heads,
-            hidden: t.hidden,
-            heads: t.heads,
-            suggested,
-        });
-    }
-    Ok(())
-}
-
 /// Every index map and the layer order of one BERT growth, with the tensor list of the result.
 #[derive(Debug)]
 pub(crate) struct BertPlan<'a> {
@@ -161,7 +31,7 @@ pub(crate) struct BertPlan<'a> {
     config: BertConfig,
     hidden: IndexMap,
     pub(crate) maps: LayerMapSet,
-    entries: Vec<Entry>,
+    entries: Vec<TensorDef>,
 }
 
 impl<'a> BertPlan<'a> {
@@ -172,7 +42,7 @@ impl<'a> BertPlan<'a> {
     ) -> Result<Self, ExpandError> {
         src.validate()?;
         let c = &src.config;
-        check_target(c, target)?;
+        target.check_growth_from(&Target::of(c))?;
         let (seed, kind) = (opts.seed, opts.map);
         let hidden = IndexMap::new(kind, c.hidden_size, target.hidden, seed, MapRole::Hidden);
         let ls = c.num_hidden_layers;
@@ -205,15 +75,8 @@ impl<'a> BertPlan<'a> {
 
     /// The grown tensors in the order of `Bert::named_tensors`, with Hugging Face shapes: the
     /// rows of the grown config's tensor table, with the source's optional parts and names.
-    fn list_entries(&self) -> Vec<Entry> {
+    fn list_entries(&self) -> Vec<TensorDef> {
         tensor_table(&self.config, self.src.layout())
-            .into_iter()
-            .map(|def| Entry {
-                name: def.name,
-                shape: def.shape,
-                what: What::of(def.role),
-            })
-            .collect()
     }
 
     /// The source layer whose weights fill the new units of source layer `l`, if AKI applies.
@@ -229,14 +92,14 @@ impl<'a> BertPlan<'a> {
         upper: Option<usize>,
         rows: &'s IndexMap,
         cols: &'s IndexMap,
-        prm: Param,
+        prm: Leaf,
     ) -> Spec<'s> {
         let layers = &self.src.layers;
         let lower = lin(&layers[l]);
         let upper = upper.map(|u| lin(&layers[u]));
         let split = cols.source();
         match prm {
-            Param::Weight => Spec::Matrix {
+            Leaf::Weight => Spec::Matrix {
                 spec: MatrixSpec {
                     lower: lower.weight.view(),
                     upper: upper.map(|u| u.weight.view()),
@@ -246,7 +109,7 @@ impl<'a> BertPlan<'a> {
                 },
                 linear: true,
             },
-            Param::Bias => Spec::Vector(VectorSpec {
+            Leaf::Bias => Spec::Vector(VectorSpec {
                 lower: lower.bias.view(),
                 upper: upper.map(|u| u.bias.view()),
                 map: Some(cols),
@@ -260,12 +123,12 @@ impl<'a> BertPlan<'a> {
         &'s self,
         ln: &'s LayerNorm,
         upper: Option<&'s LayerNorm>,
-        prm: Param,
+        prm: Leaf,
         divide: bool,
     ) -> Spec<'s> {
         let pick = |n: &'s LayerNorm| match prm {
-            Param::Weight => n.weight.view(),
-            Param::Bias => n.bias.view(),
+            Leaf::Weight => n.weight.view(),
+            Leaf::Bias => n.bias.view(),
         };
         Spec::Vector(VectorSpec {
             lower: pick(ln),
@@ -280,10 +143,10 @@ impl<'a> BertPlan<'a> {
         &'s self,
         lin: &'s Linear,
         cols: Option<&'s IndexMap>,
-        prm: Param,
+        prm: Leaf,
     ) -> Spec<'s> {
         match prm {
-            Param::Weight => Spec::Matrix {
+            Leaf::Weight => Spec::Matrix {
                 spec: MatrixSpec {
                     lower: lin.weight.view(),
                     upper: None,
@@ -293,7 +156,7 @@ impl<'a> BertPlan<'a> {
                 },
                 linear: true,
             },
-            Param::Bias => Spec::Vector(VectorSpec {
+            Leaf::Bias => Spec::Vector(VectorSpec {
                 lower: lin.bias.view(),
                 upper: None,
                 map: cols,
@@ -316,16 +179,16 @@ impl<'a> BertPlan<'a> {
         }
     }
 
-    fn spec(&self, what: What) -> Spec<'_> {
+    fn spec(&self, role: Role) -> Spec<'_> {
         let s = self.src;
         let e = &s.embeddings;
         let all = self.opts.aki_scope == AkiScope::All;
-        match what {
-            What::Word => self.embedding(&e.word),
-            What::Position => self.embedding(&e.position),
-            What::TokenType => self.embedding(&e.token_type),
-            What::EmbLn(prm) => self.ln_spec(&e.layer_norm, None, prm, false),
-            What::Layer(t, part, prm) => {
+        match role {
+            Role::WordEmbeddings => self.embedding(&e.word),
+            Role::PositionEmbeddings => self.embedding(&e.position),
+            Role::TokenTypeEmbeddings => self.embedding(&e.token_type),
+            Role::EmbeddingsLayerNorm(prm) => self.ln_spec(&e.layer_norm, None, prm, false),
+            Role::Layer(t, part, prm) => {
                 let l = self.maps.order[t];
                 let up = self.upper_of(l);
                 let up_all = up.filter(|_| all);
@@ -335,18 +198,18 @@ impl<'a> BertPlan<'a> {
                     Part::Query => self.linear_spec(|x| &x.query, l, up, g, u, prm),
                     Part::Key => self.linear_spec(|x| &x.key, l, up, g, u, prm),
                     Part::Value => self.linear_spec(|x| &x.value, l, up, g, u, prm),
-                    Part::AttnOut => {
+                    Part::AttentionOutput => {
                         self.linear_spec(|x| &x.attention_output, l, up_all, u, g, prm)
                     }
                     Part::Intermediate => self.linear_spec(|x| &x.intermediate, l, up, g, f, prm),
                     Part::Output => self.linear_spec(|x| &x.output, l, up_all, f, g, prm),
-                    Part::AttnLn => self.ln_spec(
+                    Part::AttentionLayerNorm => self.ln_spec(
                         &layers[l].attention_layer_norm,
                         up_all.map(|u| &layers[u].attention_layer_norm),
                         prm,
                         false,
                     ),
-                    Part::OutputLn => self.ln_spec(
+                    Part::OutputLayerNorm => self.ln_spec(
                         &layers[l].output_layer_norm,
                         up_all.map(|u| &layers[u].output_layer_norm),
                         prm,
@@ -354,21 +217,21 @@ impl<'a> BertPlan<'a> {
                     ),
                 }
             }
-            What::Pooler(prm) => {
+            Role::Pooler(prm) => {
                 let pooler = s.pooler.as_ref().expect("listed only when present");
                 self.plain_linear(pooler, Some(&self.hidden), prm)
             }
-            What::MlmTransform(prm) => {
+            Role::Transform(prm) => {
                 let m = s.mlm.as_ref().expect("listed only when present");
                 self.plain_linear(&m.transform, Some(&self.hidden), prm)
             }
-            What::MlmLn(prm) => {
+            Role::TransformLayerNorm(prm) => {
                 let m = s.mlm.as_ref().expect("listed only when present");
                 // Tied decoder: the grown word embeddings are copies, not divided, so the
                 // transform LayerNorm (which feeds only the decoder) divides instead.
                 self.ln_spec(&m.layer_norm, None, prm, m.decoder.is_none())
             }
-            What::MlmBias => {
+            Role::MlmBias => {
                 let m = s.mlm.as_ref().expect("listed only when present");
                 Spec::Vector(VectorSpec {
                     lower: m.bias.view(),
@@ -378,7 +241,7 @@ impl<'a> BertPlan<'a> {
                     divide: false,
                 })
             }
-            What::Decoder => {
+            Role::Decoder => {
                 let m = s.mlm.as_ref().expect("listed only when present");
                 let dec = m.decoder.as_ref().expect("listed only when untied");
                 Spec::Matrix {
@@ -392,14 +255,14 @@ impl<'a> BertPlan<'a> {
                     linear: true,
                 }
             }
-            What::Nsp(prm) => {
+            Role::Nsp(prm) => {
                 let nsp = s.nsp.as_ref().expect("listed only when present");
                 self.plain_linear(nsp, None, prm)
             }
         }
     }
 
-    fn fill(&self, what: What, orient_linear: Orient, out: &mut [f32]) {
+    fn fill(&self, what: Role, orient_linear: Orient, out: &mut [f32]) {
         match self.spec(what) {
             Spec::Matrix { spec, linear } => {
                 let orient = if linear { orient_linear } else { Orient::Typed };
@@ -422,7 +285,7 @@ impl<'a> BertPlan<'a> {
     }
 
     pub(crate) fn tensor_into(&self, i: usize, out: &mut [f32]) {
-        self.fill(self.entries[i].what, Orient::Hf, out)
+        self.fill(self.entries[i].role, Orient::Hf, out)
     }
 
     pub(crate) fn tensor(&self, i: usize) -> ArrayD<f32> {
@@ -440,14 +303,14 @@ impl<'a> BertPlan<'a> {
         &self.hidden
     }
 
-    fn vector(&self, what: What, n: usize) -> Array1<f32> {
+    fn vector(&self, what: Role, n: usize) -> Array1<f32> {
         let mut v = vec![0.0f32; n];
         self.fill(what, Orient::Typed, &mut v);
         Array1::from_vec(v)
     }
 
     /// A matrix in the typed orientation ((in, out) for linear maps, (rows, D) for embeddings).
-    fn matrix(&self, what: What) -> Array2<f32> {
+    fn matrix(&self, what: Role) -> Array2<f32> {
         let Spec::Matrix { spec, .. } = self.spec(what) else {
             unreachable!("a matrix entry")
         };
@@ -457,14 +320,14 @@ impl<'a> BertPlan<'a> {
         Array2::from_shape_vec(dims, v).expect("shape matches size")
     }
 
-    fn linear(&self, w: What, b: What, n_out: usize) -> Linear {
+    fn linear(&self, w: Role, b: Role, n_out: usize) -> Linear {
         Linear {
             weight: self.matrix(w),
             bias: self.vector(b, n_out),
         }
     }
 
-    fn layer_norm(&self, w: What, b: What) -> LayerNorm {
+    fn layer_norm(&self, w: Role, b: Role) -> LayerNorm {
         let d = self.target.hidden;
         LayerNorm {
             weight: self.vector(w, d),
@@ -477,26 +340,26 @@ impl<'a> BertPlan<'a> {
         let (d, f) = (self.target.hidden, self.target.intermediate);
         let lin = |part, n| {
             self.linear(
-                What::Layer(t, part, Param::Weight),
-                What::Layer(t, part, Param::Bias),
+                Role::Layer(t, part, Leaf::Weight),
+                Role::Layer(t, part, Leaf::Bias),
                 n,
             )
         };
         let ln = |part| {
             self.layer_norm(
-                What::Layer(t, part, Param::Weight),
-                What::Layer(t, part, Param::Bias),
+                Role::Layer(t, part, Leaf::Weight),
+                Role::Layer(t, part, Leaf::Bias),
             )
         };
         BertLayer {
             query: lin(Part::Query, d),
             key: lin(Part::Key, d),
             value: lin(Part::Value, d),
-            attention_output: lin(Part::AttnOut, d),
-            attention_layer_norm: ln(Part::AttnLn),
+            attention_output: lin(Part::AttentionOutput, d),
+            attention_layer_norm: ln(Part::AttentionLayerNorm),
             intermediate: lin(Part::Intermediate, f),
             output: lin(Part::Output, d),
-            output_layer_norm: ln(Part::OutputLn),
+            output_layer_norm: ln(Part::OutputLayerNorm),
         }
     }
 
@@ -506,10 +369,13 @@ impl<'a> BertPlan<'a> {
         let s = self.src;
         let (d, v) = (self.target.hidden, self.config.vocab_size);
         let embeddings = BertEmbeddings {
-            word: self.matrix(What::Word),
-            position: self.matrix(What::Position),
-            token_type: self.matrix(What::TokenType),
-            layer_norm: self.layer_norm(What::EmbLn(Param::Weight), What::EmbLn(Param::Bias)),
+            word: self.matrix(Role::WordEmbeddings),
+            position: self.matrix(Role::PositionEmbeddings),
+            token_type: self.matrix(Role::TokenTypeEmbeddings),
+            layer_norm: self.layer_norm(
+                Role::EmbeddingsLayerNorm(Leaf::Weight),
+                Role::EmbeddingsLayerNorm(Leaf::Bias),
+            ),
         };
         let ls = s.layers.len();
         let mut remaining = vec![0usize; ls];
@@ -532,21 +398,24 @@ impl<'a> BertPlan<'a> {
         let pooler = s
             .pooler
             .as_ref()
-            .map(|_| self.linear(What::Pooler(Param::Weight), What::Pooler(Param::Bias), d));
+            .map(|_| self.linear(Role::Pooler(Leaf::Weight), Role::Pooler(Leaf::Bias), d));
         let mlm = s.mlm.as_ref().map(|m| MlmHead {
             transform: self.linear(
-                What::MlmTransform(Param::Weight),
-                What::MlmTransform(Param::Bias),
+                Role::Transform(Leaf::Weight),
+                Role::Transform(Leaf::Bias),
                 d,
             ),
-            layer_norm: self.layer_norm(What::MlmLn(Param::Weight), What::MlmLn(Param::Bias)),
-            bias: self.vector(What::MlmBias, v),
-            decoder: m.decoder.as_ref().map(|_| self.matrix(What::Decoder)),
+            layer_norm: self.layer_norm(
+                Role::TransformLayerNorm(Leaf::Weight),
+                Role::TransformLayerNorm(Leaf::Bias),
+            ),
+            bias: self.vector(Role::MlmBias, v),
+            decoder: m.decoder.as_ref().map(|_| self.matrix(Role::Decoder)),
         });
         let nsp = s
             .nsp
             .as_ref()
-            .map(|_| self.linear(What::Nsp(Param::Weight), What::Nsp(Param::Bias), 2));
+            .map(|_| self.linear(Role::Nsp(Leaf::Weight), Role::Nsp(Leaf::Bias), 2));
         Bert {
             config: self.config.clone(),
             embeddings,

@@ -6,7 +6,6 @@
 //! GPT-2's `Conv1D` weights are stored (in, out) by Hugging Face, so the Hugging Face
 //! orientation is the typed one for every tensor but an untied `lm_head` (stored (V, D)).
 
-use crate::bert::check_target;
 use crate::error::ExpandError;
 use crate::expn::{MatrixSpec, Orient, VectorSpec, fill_matrix, fill_vector, reciprocal};
 use crate::forward::gpt2::{forward_gpt2, random_ids, scales_by_layer_index};
@@ -15,73 +14,11 @@ use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
 use crate::verify::{Acc, VerifyOptions, VerifyReport};
 use bert2bert_checkpoint::bert::Leaf;
-use bert2bert_checkpoint::gpt2::{Part as TablePart, Role, tensor_table};
+use bert2bert_checkpoint::gpt2::{Part, Role, TensorDef, tensor_table};
 use bert2bert_checkpoint::random::SplitMix64;
-use bert2bert_checkpoint::{BertConfig, Gpt2, Gpt2Block, Gpt2Config, LayerNorm, Linear};
+use bert2bert_checkpoint::{Gpt2, Gpt2Block, Gpt2Config, LayerNorm, Linear};
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, Axis, IxDyn, Slice, s};
 use std::collections::BTreeMap;
-
-/// Weight or bias of a `Conv1D` / gamma or beta of a LayerNorm.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Param {
-    Weight,
-    Bias,
-}
-
-/// The tensors of one block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Part {
-    Ln1,
-    Attn,
-    AttnProj,
-    Ln2,
-    Fc,
-    MlpProj,
-}
-
-/// Which grown tensor an entry is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum What {
-    Wte,
-    Wpe,
-    Block(usize, Part, Param),
-    LnF(Param),
-    LmHead,
-}
-
-impl What {
-    /// The entry kind of a tensor-table role.
-    fn of(role: Role) -> Self {
-        let pm = |leaf| match leaf {
-            Leaf::Weight => Param::Weight,
-            Leaf::Bias => Param::Bias,
-        };
-        match role {
-            Role::Wte => Self::Wte,
-            Role::Wpe => Self::Wpe,
-            Role::Block(l, part, leaf) => {
-                let part = match part {
-                    TablePart::Ln1 => Part::Ln1,
-                    TablePart::CAttn => Part::Attn,
-                    TablePart::AttnProj => Part::AttnProj,
-                    TablePart::Ln2 => Part::Ln2,
-                    TablePart::Fc => Part::Fc,
-                    TablePart::MlpProj => Part::MlpProj,
-                };
-                Self::Block(l, part, pm(leaf))
-            }
-            Role::LnF(leaf) => Self::LnF(pm(leaf)),
-            Role::LmHead => Self::LmHead,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Entry {
-    name: String,
-    shape: Vec<usize>,
-    what: What,
-}
 
 /// Every index map, the layer order and the exact-mode constants of one GPT-2 growth.
 #[derive(Debug)]
@@ -105,7 +42,7 @@ pub(crate) struct Gpt2Plan<'a> {
     pub(crate) maps: LayerMapSet,
     /// Per target layer: an added identity block (`Depth::Identity` repeats).
     identity: Vec<bool>,
-    entries: Vec<Entry>,
+    entries: Vec<TensorDef>,
 }
 
 /// The mean of `v`, accumulated in f64 and rounded once.
@@ -147,9 +84,7 @@ impl<'a> Gpt2Plan<'a> {
         src.validate()?;
         let c = &src.config;
         let (ds, dt) = (c.n_embd, target.hidden);
-        // The shape checks are the family-independent ones of the BERT path.
-        let shape = BertConfig::new(1, ds, c.n_layer, c.n_head, c.inner_dim(), 1);
-        check_target(&shape, target)?;
+        target.check_growth_from(&Target::of_gpt2(c))?;
         let (seed, kind) = (opts.seed, opts.map);
         let exact = kind == MapKind::Exact;
         let hidden = IndexMap::new(kind, ds, dt, seed, MapRole::Hidden);
@@ -216,16 +151,9 @@ impl<'a> Gpt2Plan<'a> {
     }
 
     /// The grown tensors in the order of `Gpt2::named_tensors`, with Hugging Face shapes.
-    fn list_entries(&self) -> Vec<Entry> {
+    fn list_entries(&self) -> Vec<TensorDef> {
         // The grown config's tensor table, with the source's prefix and head.
         tensor_table(&self.config, self.src.layout())
-            .into_iter()
-            .map(|def| Entry {
-                name: def.name,
-                shape: def.shape,
-                what: What::of(def.role),
-            })
-            .collect()
     }
 
     /// The source layer whose weights fill the new units of source layer `l`, if AKI applies.
@@ -280,7 +208,7 @@ impl<'a> Gpt2Plan<'a> {
     }
 
     /// `w` (D_s, out) with the r mean-unit rows of exact mode appended, each the row of its
-    /// nominal source unit already divided by k. What a reader takes from a mean-unit is free
+    /// nominal source unit already divided by k. Role a reader takes from a mean-unit is free
     /// (the LayerNorm before it outputs 0 there); a non-zero row keeps that unit trainable,
     /// where zeros would be a fixed point of gradient descent (docs/growth-gpt2.md).
     fn reader_rows(&self, w: ArrayView2<'_, f32>) -> Array2<f32> {
@@ -329,13 +257,13 @@ impl<'a> Gpt2Plan<'a> {
         &self,
         ln: &LayerNorm,
         upper: Option<&LayerNorm>,
-        prm: Param,
+        prm: Leaf,
         tied: bool,
         out: &mut [f32],
     ) {
         let pick = |n: &LayerNorm| match prm {
-            Param::Weight => n.weight.to_owned(),
-            Param::Bias => n.bias.to_owned(),
+            Leaf::Weight => n.weight.to_owned(),
+            Leaf::Bias => n.bias.to_owned(),
         };
         let ds = self.src.config.n_embd;
         if !self.exact() {
@@ -366,29 +294,29 @@ impl<'a> Gpt2Plan<'a> {
         let factor = match (prm, tied) {
             // r = 0: the same expression FPI uses, so exact growth at an integer ratio is FPI.
             (_, true) if self.mean_units == 0 => reciprocal(self.copies),
-            (Param::Bias, true) => reciprocal(self.copies),
-            (Param::Weight, true) => (self.ln_scale / self.copies as f64) as f32,
-            (Param::Weight, false) => self.ln_scale as f32,
-            (Param::Bias, false) => 1.0,
+            (Leaf::Bias, true) => reciprocal(self.copies),
+            (Leaf::Weight, true) => (self.ln_scale / self.copies as f64) as f32,
+            (Leaf::Weight, false) => self.ln_scale as f32,
+            (Leaf::Bias, false) => 1.0,
         };
         if factor != 1.0 {
             out.iter_mut().for_each(|v| *v *= factor);
         }
     }
 
-    fn fill(&self, what: What, lm_orient: Orient, out: &mut [f32]) {
+    fn fill(&self, what: Role, lm_orient: Orient, out: &mut [f32]) {
         let s = self.src;
         let ds = s.config.n_embd;
         let all = self.opts.aki_scope == AkiScope::All;
         match what {
-            What::Wte => self.fill_writer(s.wte.view(), None, None, out),
-            What::Wpe => self.fill_writer(s.wpe.view(), None, None, out),
-            What::LnF(prm) => self.fill_ln(&s.ln_f, None, prm, s.lm_head.is_none(), out),
-            What::LmHead => {
+            Role::Wte => self.fill_writer(s.wte.view(), None, None, out),
+            Role::Wpe => self.fill_writer(s.wpe.view(), None, None, out),
+            Role::LnF(prm) => self.fill_ln(&s.ln_f, None, prm, s.lm_head.is_none(), out),
+            Role::LmHead => {
                 let head = s.lm_head.as_ref().expect("listed only when untied");
                 self.fill_reader(head.view(), None, None, lm_orient, out)
             }
-            What::Block(t, part, prm) => {
+            Role::Block(t, part, prm) => {
                 let l = self.maps.order[t];
                 let blocks = &s.blocks;
                 let b = &blocks[l];
@@ -406,7 +334,7 @@ impl<'a> Gpt2Plan<'a> {
                     (Part::Ln2, _) => {
                         self.fill_ln(&b.ln_2, up_all.map(|u| &u.ln_2), prm, false, out)
                     }
-                    (Part::Attn, Param::Weight) => {
+                    (Part::CAttn, Leaf::Weight) => {
                         // Split the fused Q | K | V, grow each by the head map, fuse back.
                         let dt = self.target.hidden;
                         let u = &self.maps.head_units[l];
@@ -421,7 +349,7 @@ impl<'a> Gpt2Plan<'a> {
                             }
                         }
                     }
-                    (Part::Attn, Param::Bias) => {
+                    (Part::CAttn, Leaf::Bias) => {
                         let dt = self.target.hidden;
                         for (p, chunk) in out.chunks_mut(dt).enumerate() {
                             let r = p * ds..(p + 1) * ds;
@@ -435,25 +363,25 @@ impl<'a> Gpt2Plan<'a> {
                             fill_vector(&spec, chunk);
                         }
                     }
-                    (Part::AttnProj, Param::Weight) => self.fill_writer(
+                    (Part::AttnProj, Leaf::Weight) => self.fill_writer(
                         b.attn_proj.weight.view(),
                         up_all.map(|u| u.attn_proj.weight.view()),
                         Some(&self.maps.head_units[l]),
                         out,
                     ),
-                    (Part::AttnProj, Param::Bias) => self.fill_writer_bias(
+                    (Part::AttnProj, Leaf::Bias) => self.fill_writer_bias(
                         b.attn_proj.bias.view(),
                         up_all.map(|u| u.attn_proj.bias.view()),
                         out,
                     ),
-                    (Part::Fc, Param::Weight) => self.fill_reader(
+                    (Part::Fc, Leaf::Weight) => self.fill_reader(
                         b.fc.weight.view(),
                         up.map(|u| u.fc.weight.view()),
                         Some(&self.maps.ffn[l]),
                         Orient::Typed,
                         out,
                     ),
-                    (Part::Fc, Param::Bias) => fill_vector(
+                    (Part::Fc, Leaf::Bias) => fill_vector(
                         &VectorSpec {
                             lower: b.fc.bias.view(),
                             upper: up.map(|u| u.fc.bias.view()),
@@ -463,13 +391,13 @@ impl<'a> Gpt2Plan<'a> {
                         },
                         out,
                     ),
-                    (Part::MlpProj, Param::Weight) => self.fill_writer(
+                    (Part::MlpProj, Leaf::Weight) => self.fill_writer(
                         b.mlp_proj.weight.view(),
                         up_all.map(|u| u.mlp_proj.weight.view()),
                         Some(&self.maps.ffn[l]),
                         out,
                     ),
-                    (Part::MlpProj, Param::Bias) => self.fill_writer_bias(
+                    (Part::MlpProj, Leaf::Bias) => self.fill_writer_bias(
                         b.mlp_proj.bias.view(),
                         up_all.map(|u| u.mlp_proj.bias.view()),
                         out,
@@ -494,7 +422,7 @@ impl<'a> Gpt2Plan<'a> {
     pub(crate) fn tensor_into(&self, i: usize, out: &mut [f32]) {
         let n: usize = self.entries[i].shape.iter().product();
         assert_eq!(out.len(), n, "output buffer size");
-        self.fill(self.entries[i].what, Orient::Hf, out)
+        self.fill(self.entries[i].role, Orient::Hf, out)
     }
 
     pub(crate) fn tensor(&self, i: usize) -> ArrayD<f32> {
@@ -516,14 +444,14 @@ impl<'a> Gpt2Plan<'a> {
         &self.hidden
     }
 
-    fn vector(&self, what: What, n: usize) -> Array1<f32> {
+    fn vector(&self, what: Role, n: usize) -> Array1<f32> {
         let mut v = vec![0.0f32; n];
         self.fill(what, Orient::Typed, &mut v);
         Array1::from_vec(v)
     }
 
     /// A matrix in the typed orientation (Conv1D (in, out) as stored; an untied head (D, V)).
-    fn matrix(&self, what: What, dims: (usize, usize)) -> Array2<f32> {
+    fn matrix(&self, what: Role, dims: (usize, usize)) -> Array2<f32> {
         let mut v = vec![0.0f32; dims.0 * dims.1];
         self.fill(what, Orient::Typed, &mut v);
         Array2::from_shape_vec(dims, v).expect("shape matches size")
@@ -531,8 +459,8 @@ impl<'a> Gpt2Plan<'a> {
 
     fn grown_block(&self, t: usize) -> Gpt2Block {
         let (d, f) = (self.target.hidden, self.target.intermediate);
-        let w = |p| What::Block(t, p, Param::Weight);
-        let b = |p| What::Block(t, p, Param::Bias);
+        let w = |p| Role::Block(t, p, Leaf::Weight);
+        let b = |p| Role::Block(t, p, Leaf::Bias);
         let lin = |p, i, o| Linear {
             weight: self.matrix(w(p), (i, o)),
             bias: self.vector(b(p), o),
@@ -543,7 +471,7 @@ impl<'a> Gpt2Plan<'a> {
         };
         Gpt2Block {
             ln_1: ln(Part::Ln1),
-            c_attn: lin(Part::Attn, d, 3 * d),
+            c_attn: lin(Part::CAttn, d, 3 * d),
             attn_proj: lin(Part::AttnProj, d, d),
             ln_2: ln(Part::Ln2),
             fc: lin(Part::Fc, d, f),
@@ -575,17 +503,17 @@ impl<'a> Gpt2Plan<'a> {
             .collect();
         Gpt2 {
             config: self.config.clone(),
-            wte: self.matrix(What::Wte, (v, d)),
-            wpe: self.matrix(What::Wpe, (self.config.n_positions, d)),
+            wte: self.matrix(Role::Wte, (v, d)),
+            wpe: self.matrix(Role::Wpe, (self.config.n_positions, d)),
             blocks,
             ln_f: LayerNorm {
-                weight: self.vector(What::LnF(Param::Weight), d),
-                bias: self.vector(What::LnF(Param::Bias), d),
+                weight: self.vector(Role::LnF(Leaf::Weight), d),
+                bias: self.vector(Role::LnF(Leaf::Bias), d),
             },
             lm_head: s
                 .lm_head
                 .as_ref()
-                .map(|_| self.matrix(What::LmHead, (d, v))),
+                .map(|_| self.matrix(Role::LmHead, (d, v))),
             prefixed: s.prefixed,
         }
     }

@@ -1,5 +1,6 @@
 //! What to grow into and how: the target shape and the method's options.
 
+use crate::error::ExpandError;
 use bert2bert_checkpoint::{BertConfig, Gpt2Config, Model};
 use serde::Serialize;
 use std::fmt;
@@ -19,6 +20,53 @@ pub struct Target {
 }
 
 impl Target {
+    /// Checks that this target can grow from `source` (any family): nothing zero, nothing
+    /// smaller, the head size kept.
+    pub(crate) fn check_growth_from(&self, source: &Target) -> Result<(), ExpandError> {
+        for (what, v) in [
+            ("layers", self.layers),
+            ("hidden size", self.hidden),
+            ("heads", self.heads),
+            ("intermediate size", self.intermediate),
+        ] {
+            if v == 0 {
+                return Err(ExpandError::ZeroTarget { what });
+            }
+        }
+        for (what, from, to) in [
+            ("layers", source.layers, self.layers),
+            ("hidden size", source.hidden, self.hidden),
+            ("intermediate size", source.intermediate, self.intermediate),
+            ("heads", source.heads, self.heads),
+        ] {
+            if to < from {
+                return Err(ExpandError::Shrink { what, from, to });
+            }
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err(ExpandError::Indivisible {
+                hidden: self.hidden,
+                heads: self.heads,
+            });
+        }
+        let dh = source.hidden / source.heads;
+        if self.hidden / self.heads != dh {
+            let suggested = if self.hidden.is_multiple_of(dh) {
+                (self.hidden / dh).to_string()
+            } else {
+                format!("none: hidden {} is not a multiple of {dh}", self.hidden)
+            };
+            return Err(ExpandError::HeadSize {
+                from: dh,
+                to: self.hidden / self.heads,
+                hidden: self.hidden,
+                heads: self.heads,
+                suggested,
+            });
+        }
+        Ok(())
+    }
+
     /// The shape of a BERT config.
     pub fn of(config: &BertConfig) -> Self {
         Self {
