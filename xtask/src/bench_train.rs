@@ -1,5 +1,6 @@
 //! `cargo xtask bench train`: training-step throughput of the bundled models' shape and of a
-//! 1.5x wider one (BERT or GPT-2), next to the machine's matmul rate measured in the same run.
+//! 1.5x wider one (BERT or GPT-2), or of the shapes `--shape` names (BERT-base on a GPU),
+//! next to the machine's matmul rate measured in the same run.
 
 use crate::pretrain::keep_freed_memory;
 use bert2bert_checkpoint::random::SplitMix64;
@@ -42,6 +43,50 @@ pub struct Args {
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// Time this shape instead of the two defaults, as LAYERSxHIDDENxHEADSxFFN
+    /// (`12x768x12x3072` is BERT-base); repeatable.
+    #[arg(long = "shape", value_parser = parse_shape)]
+    pub shapes: Vec<BenchShape>,
+}
+
+/// A model shape to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BenchShape {
+    /// Layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// FFN inner size.
+    pub ffn: usize,
+}
+
+/// Parses `LxHxAxF` (layers, hidden, heads, FFN).
+fn parse_shape(s: &str) -> Result<BenchShape, String> {
+    let n: Vec<usize> = s
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            format!("{s:?}: {e} (expected LAYERSxHIDDENxHEADSxFFN, e.g. 12x768x12x3072)")
+        })?;
+    let [layers, hidden, heads, ffn] = n[..] else {
+        return Err(format!(
+            "{s:?}: four numbers expected, LAYERSxHIDDENxHEADSxFFN (e.g. 12x768x12x3072)"
+        ));
+    };
+    if layers == 0 || hidden == 0 || heads == 0 || ffn == 0 || !hidden.is_multiple_of(heads) {
+        return Err(format!(
+            "{s:?}: every size must be positive and the hidden size a multiple of the heads"
+        ));
+    }
+    Ok(BenchShape {
+        layers,
+        hidden,
+        heads,
+        ffn,
+    })
 }
 
 /// Median of `xs` (not empty).
@@ -104,25 +149,29 @@ impl BatchSource for SyntheticCausal {
     }
 }
 
-/// A fresh model of `arch` with `hidden` units, `heads` heads and FFN `ffn`, 4 layers.
+/// A fresh model of `arch` and `shape`, with seeded synthetic batches of its objective.
 fn fresh(
     args: &Args,
-    hidden: usize,
-    heads: usize,
-    ffn: usize,
+    shape: BenchShape,
     dev: &Device,
 ) -> anyhow::Result<(ModelParams, Box<dyn BatchSource>)> {
     let (b, s, v) = (args.batch_size, args.seq_len, args.vocab);
+    let BenchShape {
+        layers,
+        hidden,
+        heads,
+        ffn,
+    } = shape;
     Ok(match args.arch {
         Arch::Bert => {
-            let cfg = BertConfig::new(v, hidden, 4, heads, ffn, s);
+            let cfg = BertConfig::new(v, hidden, layers, heads, ffn, s);
             (
                 Params::fresh(&cfg, 0, dev)?.into(),
                 Box::new(SyntheticBatches::new(v, b, s, 1)),
             )
         }
         Arch::Gpt2 => {
-            let mut cfg = Gpt2Config::new(v, hidden, 4, heads, s);
+            let mut cfg = Gpt2Config::new(v, hidden, layers, heads, s);
             cfg.n_inner = (ffn != 4 * hidden).then_some(ffn);
             let src = SyntheticCausal {
                 rng: SplitMix64::new(1),
@@ -210,17 +259,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Arch::Gpt2 => "LM head at every position",
         }
     );
-    let shapes = [
-        ("bundled 4 x 128 (2 heads, FFN 512)", 128, 2, 512),
-        ("1.5x wider 4 x 192 (3 heads, FFN 768)", 192, 3, 768),
-    ];
-    for (name, hidden, heads, ffn) in shapes {
+    let shapes: Vec<(String, BenchShape)> = if args.shapes.is_empty() {
+        let four = |hidden, heads, ffn| BenchShape {
+            layers: 4,
+            hidden,
+            heads,
+            ffn,
+        };
+        vec![
+            (
+                "bundled 4 x 128 (2 heads, FFN 512)".into(),
+                four(128, 2, 512),
+            ),
+            (
+                "1.5x wider 4 x 192 (3 heads, FFN 768)".into(),
+                four(192, 3, 768),
+            ),
+        ]
+    } else {
+        // The same "<what> L x H" label as the defaults, which scripts read back.
+        args.shapes
+            .iter()
+            .map(|&b| {
+                let name = format!(
+                    "shape {} x {} ({} heads, FFN {})",
+                    b.layers, b.hidden, b.heads, b.ffn
+                );
+                (name, b)
+            })
+            .collect()
+    };
+    for (name, shape) in shapes {
         let mut modes = vec![("full", false)];
         if args.two_stage {
             modes.push(("stage 1", true));
         }
         for (mode, two) in modes {
-            let (params, mut src) = fresh(&args, hidden, heads, ffn, &dev)?;
+            let (params, mut src) = fresh(&args, shape, &dev)?;
             let t = time_steps(params, src.as_mut(), &args, two, &dev)?;
             println!(
                 "  {name:40} {mode:8} {:7.3} s/step {:8.0} tokens/s {:6.1} GFLOP/s ({:4.1}% of matmul peak)",
