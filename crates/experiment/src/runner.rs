@@ -229,11 +229,10 @@ pub(crate) fn train_all(
             infos.push(None);
             continue;
         }
-        // Each family's corpus is tokenized once per tokenizer, when its first setting comes.
-        let k = match data
-            .iter()
-            .position(|d| d.arch == arch && d.tokenizer == setting.tokenizer)
-        {
+        // Each family's corpus is tokenized once per corpus and tokenizer, when its first setting comes.
+        let k = match data.iter().position(|d| {
+            d.arch == arch && d.tokenizer == setting.tokenizer && d.corpus == setting.corpus
+        }) {
             Some(k) => k,
             None => {
                 data.push(FamilyData::load(&assets, plan, setting)?);

@@ -7,6 +7,7 @@ use crate::plan::{Plan, SettingPlan, Shape, SourceSpec, source_run_name};
 use crate::runner::Runner;
 use bert2bert_checkpoint::{Model, read_model_dir};
 use bert2bert_train::bert::Params;
+use bert2bert_train::data::DEFAULT_CORPUS;
 use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::trainer::{
     Batch, BatchSource, CarryFiles, METRICS_FILE, MODEL_DIR, ModelParams, read_metrics,
@@ -23,6 +24,9 @@ pub(crate) struct FamilyData {
     pub(crate) arch: Arch,
     /// The setting's tokenizer folder (relative to the assets; None: the family's bundled one).
     pub(crate) tokenizer: Option<PathBuf>,
+    /// The setting's corpus folder (relative to the assets; None: the bundled plays).
+    pub(crate) corpus: Option<PathBuf>,
+    corpus_dir: PathBuf,
     streams: Streams,
     tokenizer_dir: PathBuf,
     /// The tokenizer's vocabulary.
@@ -43,13 +47,16 @@ impl FamilyData {
             Some(t) => assets.join(t),
             None => default_tokenizer_dir(assets, arch.family()),
         };
-        let streams = Streams::load(arch.family(), assets, &tokenizer_dir)?;
+        let corpus_dir = assets.join(setting.corpus.as_deref().unwrap_or(DEFAULT_CORPUS.as_ref()));
+        let streams = Streams::load(arch.family(), &corpus_dir, &tokenizer_dir)?;
         let vocab = streams.vocab();
         // Fixed evaluation set (seed 0 for every run), as in `cargo xtask pretrain`.
         let eval = streams.eval(vocab, plan.seq_len, plan.eval_sequences)?;
         Ok(Self {
             arch,
             tokenizer: setting.tokenizer.clone(),
+            corpus: setting.corpus.clone(),
+            corpus_dir,
             streams,
             tokenizer_dir,
             vocab,
@@ -227,6 +234,10 @@ pub struct SourceInfo {
 pub struct DataInfo {
     /// The tokenizer folder (relative to the assets folder).
     pub tokenizer: String,
+    /// The corpus folder (relative to the assets folder; absent in summaries made before it
+    /// was recorded, which all used the bundled plays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<String>,
     /// Its vocabulary.
     pub vocab: usize,
     /// Tokens in the training split.
@@ -247,13 +258,12 @@ impl DataInfo {
         let (_, steps_per_epoch) =
             data.streams
                 .batcher(data.vocab, plan.batch_size, plan.seq_len, 0)?;
+        let relative = |p: &Path| p.strip_prefix(assets).unwrap_or(p).display().to_string();
         Ok(Self {
-            tokenizer: data
-                .tokenizer_dir
-                .strip_prefix(assets)
-                .unwrap_or(&data.tokenizer_dir)
-                .display()
-                .to_string(),
+            tokenizer: relative(&data.tokenizer_dir),
+            // Recorded only where a setting names one, so the summaries of the presets on the
+            // plays stay as they were.
+            corpus: data.corpus.as_ref().map(|_| relative(&data.corpus_dir)),
             vocab: data.vocab,
             train_tokens: data.streams.train_tokens(),
             unigram_entropy: data.streams.unigram_entropy(),

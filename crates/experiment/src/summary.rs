@@ -1156,6 +1156,7 @@ mod tests {
             eval_loss: Some(loss),
             data: Some(crate::DataInfo {
                 tokenizer: "t".into(),
+                corpus: None,
                 vocab: 2048,
                 train_tokens: 1000,
                 unigram_entropy: entropy,
