@@ -286,6 +286,12 @@ fn results_doc_matches_the_regime_gpt2_summary() {
     check_results_doc("regime-gpt2");
 }
 
+/// The BERT regime run's part (out of the regime, and saying why), likewise.
+#[test]
+fn results_doc_matches_the_regime_bert_summary() {
+    check_results_doc("regime-bert");
+}
+
 fn check_results_doc(preset: &str) {
     let root = root();
     let o = xtask(&[
