@@ -156,6 +156,27 @@ pub(crate) fn decode_into(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Encodes a slice of f32 values as little-endian bytes of `dtype`, appending to `out`: the
+/// same bytes as [`encode_extend`], written into space reserved once instead of pushed value by
+/// value (the per-push length checks were a third of a bf16 Llama growth's time).
+pub(crate) fn encode_slice(dtype: Dtype, values: &[f32], out: &mut Vec<u8>) {
+    /// Resizes `out` by `N` bytes a value and fills them with `f(value)`.
+    fn fill<const N: usize>(values: &[f32], out: &mut Vec<u8>, f: impl Fn(f32) -> [u8; N]) {
+        let start = out.len();
+        out.resize(start + N * values.len(), 0);
+        for (dst, &v) in out[start..].chunks_exact_mut(N).zip(values) {
+            dst.copy_from_slice(&f(v));
+        }
+    }
+    match dtype {
+        Dtype::F32 => fill(values, out, |v| v.to_le_bytes()),
+        Dtype::F16 => fill(values, out, |v| f16::from_f32(v).to_le_bytes()),
+        Dtype::BF16 => fill(values, out, |v| bf16::from_f32(v).to_le_bytes()),
+        Dtype::F64 => fill(values, out, |v| (v as f64).to_le_bytes()),
+        other => unreachable!("encode_slice called with non-float dtype {other}"),
+    }
+}
+
 /// Encodes f32 values as little-endian bytes of `dtype`, appending to `out`.
 pub(crate) fn encode_extend(dtype: Dtype, values: impl Iterator<Item = f32>, out: &mut Vec<u8>) {
     match dtype {
@@ -164,5 +185,41 @@ pub(crate) fn encode_extend(dtype: Dtype, values: impl Iterator<Item = f32>, out
         Dtype::BF16 => values.for_each(|v| out.extend_from_slice(&bf16::from_f32(v).to_le_bytes())),
         Dtype::F64 => values.for_each(|v| out.extend_from_slice(&(v as f64).to_le_bytes())),
         other => unreachable!("encode_extend called with non-float dtype {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_a_slice_gives_the_bytes_of_encoding_value_by_value() {
+        // Signed zeros, a subnormal, the f32 extremes, infinities, NaN, and values that sit on
+        // bf16/f16 rounding ties, after bytes already in the buffer.
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            f32::MIN_POSITIVE / 3.0,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x3f80_8000),
+            f32::from_bits(0x3f81_8000),
+            65504.0,
+            70000.0,
+        ];
+        values.extend((0..1000).map(|i| (i as f32 * 0.37).sin() * 1e3));
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::F64] {
+            let mut a = vec![7u8, 9];
+            let mut b = a.clone();
+            encode_extend(dtype, values.iter().copied(), &mut a);
+            encode_slice(dtype, &values, &mut b);
+            assert_eq!(a, b, "{dtype}");
+            assert_eq!(b.len(), 2 + values.len() * dtype.size(), "{dtype}");
+        }
     }
 }

@@ -748,7 +748,7 @@ impl SafetensorsWriter {
             }
         } else if let Some(slice) = values.as_slice() {
             for chunk in slice.chunks(CHUNK_ELEMS) {
-                dtype::encode_extend(dtype, chunk.iter().copied(), &mut buf);
+                dtype::encode_slice(dtype, chunk, &mut buf);
                 write(&mut buf, &mut pos)?;
             }
         } else {
@@ -802,7 +802,7 @@ impl SafetensorsWriter {
                 }
             } else {
                 buf.clear();
-                dtype::encode_extend(dtype, chunk.iter().copied(), &mut buf);
+                dtype::encode_slice(dtype, chunk, &mut buf);
                 &buf[..]
             };
             self.put(bytes, &mut pos)?;
