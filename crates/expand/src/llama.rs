@@ -12,7 +12,7 @@ use crate::forward::gpt2::random_ids;
 use crate::forward::llama::forward_llama;
 use crate::gpt2::aligned_layers;
 use crate::maps::{IndexMap, LayerMapSet, MapRole, layer_order};
-use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target};
+use crate::options::{AkiScope, Depth, GrowOptions, MapKind, Method, Target, check_sizes};
 use crate::report::{GrowReport, LayerMaps, MapSummary, ModuleReport};
 use crate::verify::{Acc, VerifyOptions, VerifyReport};
 use bert2bert_checkpoint::llama::{Part, Role, TensorDef, tensor_table};
@@ -224,30 +224,23 @@ impl fmt::Debug for LlamaPlan<'_> {
 
 /// `HeadSize`-style refusal with the source's head size.
 fn check_llama_target(c: &LlamaConfig, t: &LlamaTarget) -> Result<(), ExpandError> {
-    for (what, v) in [
-        ("layers", t.layers),
-        ("hidden size", t.hidden),
-        ("heads", t.heads),
-        ("KV heads", t.kv_heads),
-        ("intermediate size", t.intermediate),
-    ] {
-        if v == 0 {
-            return Err(ExpandError::ZeroTarget { what });
-        }
-    }
     let s = LlamaTarget::of(c);
-    for (what, from, to) in [
-        ("layers", s.layers, t.layers),
-        ("hidden size", s.hidden, t.hidden),
-        ("intermediate size", s.intermediate, t.intermediate),
-        ("heads", s.heads, t.heads),
-        ("KV heads", s.kv_heads, t.kv_heads),
-    ] {
-        if to < from {
-            return Err(ExpandError::Shrink { what, from, to });
-        }
-    }
-    Ok(())
+    check_sizes(
+        &[
+            ("layers", s.layers, t.layers),
+            ("hidden size", s.hidden, t.hidden),
+            ("heads", s.heads, t.heads),
+            ("KV heads", s.kv_heads, t.kv_heads),
+            ("intermediate size", s.intermediate, t.intermediate),
+        ],
+        &[
+            "layers",
+            "hidden size",
+            "intermediate size",
+            "heads",
+            "KV heads",
+        ],
+    )
 }
 
 impl<'a> LlamaPlan<'a> {

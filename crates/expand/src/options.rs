@@ -19,30 +19,39 @@ pub struct Target {
     pub intermediate: usize,
 }
 
+/// Refuses a zero target size, then one smaller than the source's: `sizes` holds
+/// `(what, source, target)` in the order zeros are checked, `shrink_order` the order shrinking
+/// is (so each family's first refusal stays the one it always reported).
+pub(crate) fn check_sizes(
+    sizes: &[(&'static str, usize, usize)],
+    shrink_order: &[&'static str],
+) -> Result<(), ExpandError> {
+    if let Some(&(what, _, _)) = sizes.iter().find(|s| s.2 == 0) {
+        return Err(ExpandError::ZeroTarget { what });
+    }
+    for name in shrink_order {
+        if let Some(&(what, from, to)) = sizes.iter().find(|s| s.0 == *name)
+            && to < from
+        {
+            return Err(ExpandError::Shrink { what, from, to });
+        }
+    }
+    Ok(())
+}
+
 impl Target {
     /// Checks that this target can grow from `source` (any family): nothing zero, nothing
     /// smaller, the head size kept.
     pub(crate) fn check_growth_from(&self, source: &Target) -> Result<(), ExpandError> {
-        for (what, v) in [
-            ("layers", self.layers),
-            ("hidden size", self.hidden),
-            ("heads", self.heads),
-            ("intermediate size", self.intermediate),
-        ] {
-            if v == 0 {
-                return Err(ExpandError::ZeroTarget { what });
-            }
-        }
-        for (what, from, to) in [
-            ("layers", source.layers, self.layers),
-            ("hidden size", source.hidden, self.hidden),
-            ("intermediate size", source.intermediate, self.intermediate),
-            ("heads", source.heads, self.heads),
-        ] {
-            if to < from {
-                return Err(ExpandError::Shrink { what, from, to });
-            }
-        }
+        check_sizes(
+            &[
+                ("layers", source.layers, self.layers),
+                ("hidden size", source.hidden, self.hidden),
+                ("heads", source.heads, self.heads),
+                ("intermediate size", source.intermediate, self.intermediate),
+            ],
+            &["layers", "hidden size", "intermediate size", "heads"],
+        )?;
         if !self.hidden.is_multiple_of(self.heads) {
             return Err(ExpandError::Indivisible {
                 hidden: self.hidden,
