@@ -225,22 +225,13 @@ impl fmt::Debug for LlamaPlan<'_> {
 /// `HeadSize`-style refusal with the source's head size.
 fn check_llama_target(c: &LlamaConfig, t: &LlamaTarget) -> Result<(), ExpandError> {
     let s = LlamaTarget::of(c);
-    check_sizes(
-        &[
-            ("layers", s.layers, t.layers),
-            ("hidden size", s.hidden, t.hidden),
-            ("heads", s.heads, t.heads),
-            ("KV heads", s.kv_heads, t.kv_heads),
-            ("intermediate size", s.intermediate, t.intermediate),
-        ],
-        &[
-            "layers",
-            "hidden size",
-            "intermediate size",
-            "heads",
-            "KV heads",
-        ],
-    )
+    check_sizes(&[
+        ("layers", s.layers, t.layers),
+        ("hidden size", s.hidden, t.hidden),
+        ("intermediate size", s.intermediate, t.intermediate),
+        ("heads", s.heads, t.heads),
+        ("KV heads", s.kv_heads, t.kv_heads),
+    ])
 }
 
 impl<'a> LlamaPlan<'a> {

@@ -19,39 +19,28 @@ pub struct Target {
     pub intermediate: usize,
 }
 
-/// Refuses a zero target size, then one smaller than the source's: `sizes` holds
-/// `(what, source, target)` in the order zeros are checked, `shrink_order` the order shrinking
-/// is (so each family's first refusal stays the one it always reported).
-pub(crate) fn check_sizes(
-    sizes: &[(&'static str, usize, usize)],
-    shrink_order: &[&'static str],
-) -> Result<(), ExpandError> {
+/// Refuses a zero target size, then one smaller than the source's; `sizes` holds
+/// `(what, source, target)`, checked in that order.
+pub(crate) fn check_sizes(sizes: &[(&'static str, usize, usize)]) -> Result<(), ExpandError> {
     if let Some(&(what, _, _)) = sizes.iter().find(|s| s.2 == 0) {
         return Err(ExpandError::ZeroTarget { what });
     }
-    for name in shrink_order {
-        if let Some(&(what, from, to)) = sizes.iter().find(|s| s.0 == *name)
-            && to < from
-        {
-            return Err(ExpandError::Shrink { what, from, to });
-        }
+    match sizes.iter().find(|s| s.2 < s.1) {
+        Some(&(what, from, to)) => Err(ExpandError::Shrink { what, from, to }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl Target {
     /// Checks that this target can grow from `source` (any family): nothing zero, nothing
     /// smaller, the head size kept.
     pub(crate) fn check_growth_from(&self, source: &Target) -> Result<(), ExpandError> {
-        check_sizes(
-            &[
-                ("layers", source.layers, self.layers),
-                ("hidden size", source.hidden, self.hidden),
-                ("heads", source.heads, self.heads),
-                ("intermediate size", source.intermediate, self.intermediate),
-            ],
-            &["layers", "hidden size", "intermediate size", "heads"],
-        )?;
+        check_sizes(&[
+            ("layers", source.layers, self.layers),
+            ("hidden size", source.hidden, self.hidden),
+            ("intermediate size", source.intermediate, self.intermediate),
+            ("heads", source.heads, self.heads),
+        ])?;
         if !self.hidden.is_multiple_of(self.heads) {
             return Err(ExpandError::Indivisible {
                 hidden: self.hidden,
