@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use bert2bert_checkpoint::folder::{copy_files, write_config_json};
 use bert2bert_checkpoint::safetensors::{FolderWriter, TensorSpec};
 use bert2bert_checkpoint::{AtomicDir, CheckpointError, Dtype, Family, Model, read_model_dir};
-use bert2bert_expand::{AkiScope, Depth, GrowOptions, GrowPlan, MapKind, Method, Target, verify};
+use bert2bert_expand::{
+    AkiScope, Depth, GrowOptions, GrowPlan, Growth, MapKind, Method, Target, verify,
+};
 use bert2bert_train::schedule::{SCHEDULE_FILE, TrainSchedule, untied_head};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -308,19 +310,13 @@ pub fn run(args: Args) -> Result<()> {
     let dtype = args.dtype.unwrap_or(source.dtype);
     let out = write_streamed(
         &Streamed {
-            specs: &specs_of(&plan.tensors(), dtype),
-            max_len: plan.max_tensor_len(),
-            fill: &|i: usize, buf: &mut [f32]| -> Result<()> {
-                plan.tensor_into(i, buf);
-                Ok(())
-            },
-            config: plan.config_json(),
+            growth: &plan,
+            dtype,
             schedule: Some(&schedule),
         },
         &source.path,
         &source.other_files,
         &args.out,
-        dtype,
         args.overwrite,
         Some(args.max_shard_size),
     )?;
@@ -433,17 +429,12 @@ fn ensure_growth_fits(source: &Model, target: &Target, args: &Args) -> Result<()
     Ok(memory::ensure_fits(&args.out, &what, needed)?)
 }
 
-/// The tensors of a growth to stream: write order, the largest tensor's length, and how to
-/// produce tensor `i` into a buffer.
+/// What a growth writes: the plan of any family, the dtype, the training schedule beside it.
 pub struct Streamed<'a> {
-    /// Name, dtype and shape of every output tensor, in write order.
-    pub specs: &'a [TensorSpec],
-    /// Values of the largest tensor (the size of each of the two buffers).
-    pub max_len: usize,
-    /// Writes tensor `i` (row-major, Hugging Face orientation) into the buffer.
-    pub fill: &'a dyn Fn(usize, &mut [f32]) -> Result<()>,
-    /// The output's config.json object.
-    pub config: serde_json::Map<String, serde_json::Value>,
+    /// The planned growth (BERT, GPT-2 or the Llama family).
+    pub growth: &'a dyn Growth,
+    /// The dtype of the written tensors.
+    pub dtype: Dtype,
     /// The training schedule written beside the model, if any.
     pub schedule: Option<&'a TrainSchedule>,
 }
@@ -472,22 +463,15 @@ pub fn write_plan(
     overwrite: bool,
     schedule: Option<&TrainSchedule>,
 ) -> Result<PathBuf> {
-    let fill = |i: usize, buf: &mut [f32]| -> Result<()> {
-        plan.tensor_into(i, buf);
-        Ok(())
-    };
     write_streamed(
         &Streamed {
-            specs: &specs_of(&plan.tensors(), dtype),
-            max_len: plan.max_tensor_len(),
-            fill: &fill,
-            config: plan.config_json(),
+            growth: plan,
+            dtype,
             schedule,
         },
         source_dir,
         other_files,
         out,
-        dtype,
         overwrite,
         Some(bert2bert_checkpoint::safetensors::DEFAULT_MAX_SHARD_BYTES),
     )
@@ -502,7 +486,6 @@ pub fn write_streamed(
     source_dir: &Path,
     other_files: &[PathBuf],
     out: &Path,
-    dtype: Dtype,
     overwrite: bool,
     max_shard_bytes: Option<u64>,
 ) -> Result<PathBuf> {
@@ -513,9 +496,10 @@ pub fn write_streamed(
         ))),
         other => other.into(),
     })?;
-    let writer = FolderWriter::create(dir.path(), job.specs, max_shard_bytes)?;
-    let bar = progress(job.specs.len() as u64);
-    let t = stream(job, writer, &bar)?;
+    let specs = specs_of(&job.growth.tensors(), job.dtype);
+    let writer = FolderWriter::create(dir.path(), &specs, max_shard_bytes)?;
+    let bar = progress(specs.len() as u64);
+    let t = stream(job.growth, &specs, writer, &bar)?;
     bar.finish_and_clear();
     tracing::info!(
         grow_s = t.grow,
@@ -523,7 +507,7 @@ pub fn write_streamed(
         fsync_s = t.fsync,
         "tensors written (NaN/Inf checks fused into the writes, growing overlapped with writing)"
     );
-    write_config_json(dir.path(), job.config.clone(), dtype)?;
+    write_config_json(dir.path(), job.growth.config_json(), job.dtype)?;
     // A schedule beside the source describes the source, not the grown model.
     let carried: Vec<PathBuf> = other_files
         .iter()
@@ -537,13 +521,17 @@ pub fn write_streamed(
     Ok(dir.commit()?)
 }
 
-/// Grows each tensor of `job` and writes it with `writer`, then fsyncs: a writer thread checks
-/// and writes tensor i while this thread grows tensor i + 1 into the other of two buffers, so
-/// the writes (system time: page-cache copies) overlap the gathers.
-fn stream(job: &Streamed<'_>, mut writer: FolderWriter, bar: &ProgressBar) -> Result<StreamTimes> {
+/// Grows each tensor of `growth` (`specs`, in its order) and writes it with `writer`, then
+/// fsyncs: a writer thread checks and writes tensor i while this thread grows tensor i + 1 into
+/// the other of two buffers, so the writes (system time: page-cache copies) overlap the gathers.
+fn stream(
+    growth: &dyn Growth,
+    specs: &[TensorSpec],
+    mut writer: FolderWriter,
+    bar: &ProgressBar,
+) -> Result<StreamTimes> {
     use std::sync::mpsc;
-    let specs = job.specs;
-    let max = job.max_len;
+    let max = growth.max_tensor_len();
     std::thread::scope(|s| {
         // Full buffers go to the writer, empty ones come back; two in flight at most.
         let (full_tx, full_rx) = mpsc::sync_channel::<(usize, Vec<f32>)>(1);
@@ -573,8 +561,9 @@ fn stream(job: &Streamed<'_>, mut writer: FolderWriter, bar: &ProgressBar) -> Re
             let Ok(mut buf) = free_rx.recv() else { break };
             let n: usize = spec.shape.iter().product();
             let t = Instant::now();
-            if let Err(e) = (job.fill)(i, &mut buf[..n]) {
-                failed = Some(e.context(format!("growing tensor `{}`", spec.name)));
+            if let Err(e) = growth.tensor_into(i, &mut buf[..n]) {
+                failed =
+                    Some(anyhow::Error::from(e).context(format!("growing tensor `{}`", spec.name)));
                 break;
             }
             t_grow += t.elapsed().as_secs_f64();

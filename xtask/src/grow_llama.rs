@@ -4,7 +4,7 @@
 //! the verification runs both models layer by layer from disk.
 
 use crate::Usage;
-use crate::grow::{Args, Outcome, Streamed, print_outcome, specs_of, write_streamed};
+use crate::grow::{Args, Outcome, Streamed, print_outcome, write_streamed};
 use anyhow::{Context, Result};
 use bert2bert_checkpoint::config::read_raw_config;
 use bert2bert_checkpoint::{LlamaConfig, LlamaKind, LlamaSource};
@@ -148,30 +148,21 @@ pub fn run(args: Args, source_dir: &Path) -> Result<()> {
     let plan = LlamaPlan::new(&src, &target, &opts).map_err(Usage::from_expand)?;
     let report = plan.report();
     let dtype = args.dtype.unwrap_or(src.dtype);
-    let tensors: Vec<(String, Vec<usize>)> = plan
-        .table()
-        .iter()
-        .map(|d| (d.name.clone(), d.shape.clone()))
-        .collect();
     // Before anything is written: bad schedule flags leave no output behind.
     let schedule = args.schedule.llama_schedule(
         src.config.kind.name(),
         target.layers,
-        tensors.iter().map(|(n, _)| n.clone()).collect(),
+        plan.table().iter().map(|d| d.name.clone()).collect(),
     )?;
-    let fill = |i: usize, buf: &mut [f32]| -> Result<()> { Ok(plan.tensor_into(i, buf)?) };
     let out = write_streamed(
         &Streamed {
-            specs: &specs_of(&tensors, dtype),
-            max_len: plan.max_tensor_len(),
-            fill: &fill,
-            config: plan.config().to_json(),
+            growth: &plan,
+            dtype,
             schedule: Some(&schedule),
         },
         &src.path,
         &src.other_files,
         &args.out,
-        dtype,
         args.overwrite,
         Some(args.max_shard_size),
     )?;

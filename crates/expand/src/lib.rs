@@ -1,8 +1,10 @@
 //! bert2bert-expand: the bert2BERT growth math (spec sections 2 to 7) on typed ndarray weights,
 //! with a reference forward pass that proves function preservation.
 //!
-//! - [`grow`] grows a model in memory; [`GrowPlan`] computes every index map up front and
-//!   produces the grown tensors one at a time in Hugging Face orientation, for streaming writes.
+//! - [`grow`] grows a model in memory; [`GrowPlan`] (BERT, GPT-2) and [`LlamaPlan`] (the Llama
+//!   family) compute every index map up front and produce the grown tensors one at a time in
+//!   Hugging Face orientation. Both are a [`Growth`], the family-neutral view a streaming writer
+//!   uses.
 //! - [`verify`] runs source and grown model on the same seeded batches with the reference
 //!   forward pass ([`forward`]) and reports the differences layer by layer.
 //!
@@ -33,6 +35,66 @@ pub use verify::{Diff, EXACT_REL_TOL, VerifyOptions, VerifyReport, verify};
 
 use bert2bert_checkpoint::{BertConfig, Gpt2Config, Model};
 use ndarray::ArrayD;
+
+/// A planned growth of any family as a streaming writer sees it: the grown tensors' names and
+/// shapes, each tensor on demand, the grown config and what the growth does.
+///
+/// The writer (`cargo xtask grow`) needs nothing else, so a new family's plan joins it by
+/// implementing this.
+pub trait Growth {
+    /// Every grown tensor as (Hugging Face name, Hugging Face shape), in write order.
+    fn tensors(&self) -> Vec<(String, Vec<usize>)>;
+    /// Values of the largest grown tensor (to size a reusable buffer).
+    fn max_tensor_len(&self) -> usize;
+    /// Writes grown tensor `i` into `out` (row-major, Hugging Face orientation); `out` holds
+    /// exactly its values.
+    fn tensor_into(&self, i: usize, out: &mut [f32]) -> Result<(), ExpandError>;
+    /// The grown model's `config.json` object.
+    fn config_json(&self) -> serde_json::Map<String, serde_json::Value>;
+    /// What the growth does and whether it is expected to be exact.
+    fn report(&self) -> GrowReport;
+}
+
+impl Growth for GrowPlan<'_> {
+    fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        GrowPlan::tensors(self)
+    }
+    fn max_tensor_len(&self) -> usize {
+        GrowPlan::max_tensor_len(self)
+    }
+    fn tensor_into(&self, i: usize, out: &mut [f32]) -> Result<(), ExpandError> {
+        // The in-memory families read nothing while growing: nothing can fail.
+        GrowPlan::tensor_into(self, i, out);
+        Ok(())
+    }
+    fn config_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        GrowPlan::config_json(self)
+    }
+    fn report(&self) -> GrowReport {
+        GrowPlan::report(self)
+    }
+}
+
+impl Growth for LlamaPlan<'_> {
+    fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        self.table()
+            .iter()
+            .map(|d| (d.name.clone(), d.shape.clone()))
+            .collect()
+    }
+    fn max_tensor_len(&self) -> usize {
+        LlamaPlan::max_tensor_len(self)
+    }
+    fn tensor_into(&self, i: usize, out: &mut [f32]) -> Result<(), ExpandError> {
+        LlamaPlan::tensor_into(self, i, out)
+    }
+    fn config_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.config().to_json()
+    }
+    fn report(&self) -> GrowReport {
+        LlamaPlan::report(self)
+    }
+}
 
 /// A planned growth: every index map computed, the grown tensors produced on demand.
 ///
