@@ -3,9 +3,9 @@
 //! GPT-2 (the family comes from `--init`'s config.json, or `--arch` for a fresh model).
 
 use anyhow::{Context, bail};
-use bert2bert_checkpoint::read_model_dir;
+use bert2bert_checkpoint::{Family, read_model_dir};
 use bert2bert_train::bert::Params;
-use bert2bert_train::data::{DEFAULT_CORPUS, default_assets_dir, load_tokenizer};
+use bert2bert_train::data::{DEFAULT_CORPUS, MlmConfig, default_assets_dir, load_tokenizer};
 use bert2bert_train::export::{Recording, write_batches};
 use bert2bert_train::gpt2::Gpt2Params;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
@@ -58,6 +58,11 @@ pub struct Args {
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// BERT: fraction of the tokens each sequence predicts (default 0.15, BERT's), in training
+    /// and in the held-out set.
+    #[arg(long)]
+    #[serde(default)]
+    pub mask_prob: Option<f64>,
     /// Warmup steps (default: 5% of --steps).
     #[arg(long)]
     pub warmup: Option<usize>,
@@ -412,6 +417,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )
     };
 
+    if let Some(p) = args.mask_prob {
+        if family == Family::Gpt2 {
+            return Err(crate::Usage(
+                "--mask-prob is for masked-LM (BERT) runs; a GPT-2 run predicts every next token"
+                    .into(),
+            )
+            .into());
+        }
+        if !(p > 0.0 && p < 1.0) {
+            return Err(crate::Usage(format!("--mask-prob {p} is not in (0, 1)")).into());
+        }
+    }
     // The data first: a tokenizer that does not fit the model fails before anything is written.
     let tok_dir = if resume {
         ckpt_dir.clone()
@@ -439,6 +456,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.seq_len,
         args.seed,
         args.eval_sequences,
+        args.mask_prob.unwrap_or(MlmConfig::BERT_MASK_PROB),
     )?;
     let mut trainer = match start {
         Start::Resume(t) => t,

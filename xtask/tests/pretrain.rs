@@ -253,3 +253,53 @@ fn pretrain_trains_on_the_corpus_it_is_given() {
     assert!(err.contains("train.txt.gz"), "{err}");
     assert!(!out.join("model").exists(), "nothing trained");
 }
+
+/// `--mask-prob` sets how many tokens a BERT step predicts (the head runs at those positions
+/// only, so the counted FLOPs grow with it), is kept for `--resume`, and is refused for GPT-2.
+#[test]
+fn pretrain_predicts_the_mask_fraction_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |mask: Option<&str>, out: &str| {
+        let out = tmp.path().join(out);
+        let mut args: Vec<&str> = TINY[..TINY.len() - 6].to_vec();
+        args.extend(["--quiet", "--out", out.to_str().unwrap()]);
+        if let Some(m) = mask {
+            args.extend(["--mask-prob", m]);
+        }
+        (xtask(&args), out)
+    };
+    let (o, bert) = run(None, "bert");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, half) = run(Some("0.5"), "half");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let flops = |d: &Path| metrics(d)[1]["flops"].as_f64().unwrap();
+    assert!(
+        flops(&half) > flops(&bert),
+        "{} vs {}",
+        flops(&half),
+        flops(&bert)
+    );
+    let first = |d: &Path| metrics(d)[0]["eval_loss"].as_f64().unwrap();
+    assert!(
+        (first(&half) - first(&bert)).abs() > 1e-4,
+        "the held-out set ignored the mask fraction"
+    );
+    assert_eq!(
+        json_file(&half.join("pretrain_args.json"))["mask_prob"],
+        0.5
+    );
+
+    for (bad, why) in [("1.5", "not in (0, 1)"), ("0", "not in (0, 1)")] {
+        let (o, out) = run(Some(bad), "bad");
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{}", stderr(&o));
+        assert!(!out.join("model").exists());
+    }
+    let out = tmp.path().join("gpt2");
+    let mut args: Vec<&str> = TINY[..TINY.len() - 6].to_vec();
+    args.extend(["--quiet", "--arch", "gpt2", "--mask-prob", "0.3"]);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let o = xtask(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("masked-LM (BERT)"), "{}", stderr(&o));
+}

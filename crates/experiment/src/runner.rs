@@ -231,7 +231,10 @@ pub(crate) fn train_all(
         }
         // Each family's corpus is tokenized once per corpus and tokenizer, when its first setting comes.
         let k = match data.iter().position(|d| {
-            d.arch == arch && d.tokenizer == setting.tokenizer && d.corpus == setting.corpus
+            d.arch == arch
+                && d.tokenizer == setting.tokenizer
+                && d.corpus == setting.corpus
+                && d.mask_prob == setting.mask_prob
         }) {
             Some(k) => k,
             None => {

@@ -26,6 +26,8 @@ pub(crate) struct FamilyData {
     pub(crate) tokenizer: Option<PathBuf>,
     /// The setting's corpus folder (relative to the assets; None: the bundled plays).
     pub(crate) corpus: Option<PathBuf>,
+    /// The setting's mask fraction (None: BERT's).
+    pub(crate) mask_prob: Option<f64>,
     corpus_dir: PathBuf,
     streams: Streams,
     tokenizer_dir: PathBuf,
@@ -48,7 +50,10 @@ impl FamilyData {
             None => default_tokenizer_dir(assets, arch.family()),
         };
         let corpus_dir = assets.join(setting.corpus.as_deref().unwrap_or(DEFAULT_CORPUS.as_ref()));
-        let streams = Streams::load(arch.family(), &corpus_dir, &tokenizer_dir)?;
+        let mut streams = Streams::load(arch.family(), &corpus_dir, &tokenizer_dir)?;
+        if let Some(p) = setting.mask_prob {
+            streams = streams.with_mask_prob(p);
+        }
         let vocab = streams.vocab();
         // Fixed evaluation set (seed 0 for every run), as in `cargo xtask pretrain`.
         let eval = streams.eval(vocab, plan.seq_len, plan.eval_sequences)?;
@@ -56,6 +61,7 @@ impl FamilyData {
             arch,
             tokenizer: setting.tokenizer.clone(),
             corpus: setting.corpus.clone(),
+            mask_prob: setting.mask_prob,
             corpus_dir,
             streams,
             tokenizer_dir,
@@ -238,6 +244,9 @@ pub struct DataInfo {
     /// was recorded, which all used the bundled plays).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corpus: Option<String>,
+    /// The fraction of tokens a masked-LM sequence predicts (absent: BERT's 0.15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_prob: Option<f64>,
     /// Its vocabulary.
     pub vocab: usize,
     /// Tokens in the training split.
@@ -264,6 +273,7 @@ impl DataInfo {
             // Recorded only where a setting names one, so the summaries of the presets on the
             // plays stay as they were.
             corpus: data.corpus.as_ref().map(|_| relative(&data.corpus_dir)),
+            mask_prob: data.mask_prob,
             vocab: data.vocab,
             train_tokens: data.streams.train_tokens(),
             unigram_entropy: data.streams.unigram_entropy(),

@@ -1192,6 +1192,7 @@ mod tests {
             data: Some(crate::DataInfo {
                 tokenizer: "t".into(),
                 corpus: None,
+                mask_prob: None,
                 vocab: 2048,
                 train_tokens: 1000,
                 unigram_entropy: entropy,

@@ -26,6 +26,7 @@ pub struct Streams {
     train: Arc<[u32]>,
     valid: Vec<u32>,
     special: Option<SpecialIds>,
+    mask_prob: f64,
 }
 
 impl Streams {
@@ -49,6 +50,7 @@ impl Streams {
                     train: corpus.train.into(),
                     valid: corpus.valid,
                     special: Some(special),
+                    mask_prob: MlmConfig::BERT_MASK_PROB,
                 }
             }
             Family::Gpt2 => Self {
@@ -58,8 +60,21 @@ impl Streams {
                 train: load_causal_split(corpus_dir, &tokenizer, Split::Train)?.into(),
                 valid: load_causal_split(corpus_dir, &tokenizer, Split::Valid)?,
                 special: None,
+                mask_prob: MlmConfig::BERT_MASK_PROB,
             },
         })
+    }
+
+    /// The same streams with masked-LM batches that predict `mask_prob` of the tokens
+    /// (BERT: 0.15); next-token batches do not use it.
+    pub fn with_mask_prob(mut self, mask_prob: f64) -> Self {
+        self.mask_prob = mask_prob;
+        self
+    }
+
+    /// The fraction of tokens a masked-LM batch predicts.
+    pub fn mask_prob(&self) -> f64 {
+        self.mask_prob
     }
 
     /// Size of the tokenizer's vocabulary.
@@ -93,6 +108,7 @@ impl Streams {
     fn mlm(&self, seq_len: usize, batch_size: usize, vocab: usize, seed: u64) -> MlmConfig {
         MlmConfig {
             special: self.special.expect("BERT streams carry special ids"),
+            mask_prob: self.mask_prob,
             ..MlmConfig::new(seq_len, batch_size, vocab, seed)
         }
     }
@@ -183,7 +199,8 @@ pub struct Data {
 }
 
 /// Tokenizes the corpus folder `corpus_dir` with the tokenizer in `tokenizer_dir` and builds the batches of
-/// `family`'s objective: masked-LM for BERT, next-token for GPT-2.
+/// `family`'s objective: masked-LM for BERT (predicting `mask_prob` of the tokens), next-token
+/// for GPT-2.
 #[allow(clippy::too_many_arguments)]
 pub fn load_data(
     family: Family,
@@ -194,8 +211,9 @@ pub fn load_data(
     seq_len: usize,
     seed: u64,
     eval_sequences: usize,
+    mask_prob: f64,
 ) -> Result<Data, DataError> {
-    let streams = Streams::load(family, corpus_dir, tokenizer_dir)?;
+    let streams = Streams::load(family, corpus_dir, tokenizer_dir)?.with_mask_prob(mask_prob);
     streams.check_fits(vocab_size)?;
     let (batcher, steps_per_epoch) = streams.batcher(vocab_size, batch_size, seq_len, seed)?;
     Ok(Data {

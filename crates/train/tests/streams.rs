@@ -68,7 +68,7 @@ fn streams_give_each_family_its_objective() {
         assert_eq!(eval, s.eval(s.vocab(), 16, 5).unwrap());
 
         // load_data: the same pieces, for a model of the tokenizer's vocabulary.
-        let d = load_data(family, tmp.path(), &tok_dir, 8192, 2, 16, 3, 5).unwrap();
+        let d = load_data(family, tmp.path(), &tok_dir, 8192, 2, 16, 3, 5, 0.15).unwrap();
         assert_eq!(d.eval, eval);
         assert_eq!(d.steps_per_epoch, spe);
         let mut batcher = d.batcher;
@@ -89,6 +89,40 @@ fn streams_give_each_family_its_objective() {
             "{err}"
         );
         assert!(err.to_string().contains("tokenizer.json"), "{err}");
-        assert!(load_data(family, tmp.path(), &tok_dir, 100, 2, 16, 3, 5).is_err());
+        assert!(load_data(family, tmp.path(), &tok_dir, 100, 2, 16, 3, 5, 0.15).is_err());
+    }
+}
+
+#[test]
+fn the_mask_fraction_sets_how_many_tokens_a_bert_batch_predicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    small_corpus(tmp.path());
+    let tok_dir = default_tokenizer_dir(&default_assets_dir(), Family::Bert);
+    let masked = |p: f64| {
+        let s = Streams::load(Family::Bert, tmp.path(), &tok_dir)
+            .unwrap()
+            .with_mask_prob(p);
+        assert_eq!(s.mask_prob(), p);
+        let (mut b, _) = s.batcher(s.vocab(), 4, 64, 3).unwrap();
+        let count = |b: &Batch| match b {
+            Batch::Mlm(m) => m.masked.len(),
+            Batch::Causal(_) => panic!("a BERT stream gave next-token batches"),
+        };
+        let train = count(&b.next_batch().unwrap());
+        let eval: usize = s.eval(s.vocab(), 64, 8).unwrap().iter().map(count).sum();
+        (train, eval)
+    };
+    // 62 maskable tokens a sequence: round(0.15 * 62) = 9, round(0.4 * 62) = 25.
+    assert_eq!(masked(0.15), (4 * 9, 8 * 9));
+    assert_eq!(masked(0.4), (4 * 25, 8 * 25));
+    // The default is BERT's.
+    let s = Streams::load(Family::Bert, tmp.path(), &tok_dir).unwrap();
+    assert_eq!(s.mask_prob(), 0.15);
+    // Out of (0, 1) is refused when the batches are made.
+    let s = s.with_mask_prob(1.0);
+    match s.batcher(s.vocab(), 4, 64, 3) {
+        Err(DataError::Invalid(why)) => assert!(why.contains("mask_prob 1"), "{why}"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("mask_prob 1 was accepted"),
     }
 }

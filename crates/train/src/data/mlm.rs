@@ -34,13 +34,16 @@ pub struct MlmConfig {
 }
 
 impl MlmConfig {
+    /// BERT's fraction of predicted tokens.
+    pub const BERT_MASK_PROB: f64 = 0.15;
+
     /// BERT's recipe (15% masked, shipped special ids) for the given shape and seed.
     pub fn new(seq_len: usize, batch_size: usize, vocab_size: usize, seed: u64) -> Self {
         Self {
             seq_len,
             batch_size,
             vocab_size,
-            mask_prob: 0.15,
+            mask_prob: Self::BERT_MASK_PROB,
             special: SpecialIds::SHIPPED,
             seed,
         }
