@@ -274,6 +274,10 @@ fn refuse_overlapping_out(args: &Args) -> anyhow::Result<()> {
 /// Runs `cargo xtask pretrain`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     keep_freed_memory();
+    // Before anything is removed or written (an --overwrite of an earlier run included).
+    if let Some(p) = args.mask_prob {
+        MlmConfig::check_mask_prob(p).map_err(|why| crate::Usage(format!("--mask-prob {why}")))?;
+    }
     let args_path = args.out.join(ARGS_FILE);
     let (args, resume) = if args.resume {
         let text = std::fs::read_to_string(&args_path).with_context(|| {
@@ -417,17 +421,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )
     };
 
-    if let Some(p) = args.mask_prob {
-        if family == Family::Gpt2 {
-            return Err(crate::Usage(
-                "--mask-prob is for masked-LM (BERT) runs; a GPT-2 run predicts every next token"
-                    .into(),
-            )
-            .into());
-        }
-        if !(p > 0.0 && p < 1.0) {
-            return Err(crate::Usage(format!("--mask-prob {p} is not in (0, 1)")).into());
-        }
+    if args.mask_prob.is_some() && family == Family::Gpt2 {
+        return Err(crate::Usage(
+            "--mask-prob is for masked-LM (BERT) runs; a GPT-2 run predicts every next token"
+                .into(),
+        )
+        .into());
     }
     // The data first: a tokenizer that does not fit the model fails before anything is written.
     let tok_dir = if resume {

@@ -259,18 +259,16 @@ fn pretrain_trains_on_the_corpus_it_is_given() {
 #[test]
 fn pretrain_predicts_the_mask_fraction_it_is_given() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |mask: Option<&str>, out: &str| {
+    let run = |arch: &str, extra: &[&str], out: &str| {
         let out = tmp.path().join(out);
         let mut args: Vec<&str> = TINY[..TINY.len() - 6].to_vec();
-        args.extend(["--quiet", "--out", out.to_str().unwrap()]);
-        if let Some(m) = mask {
-            args.extend(["--mask-prob", m]);
-        }
+        args.extend(["--quiet", "--arch", arch, "--out", out.to_str().unwrap()]);
+        args.extend(extra);
         (xtask(&args), out)
     };
-    let (o, bert) = run(None, "bert");
+    let (o, bert) = run("bert", &[], "bert");
     assert!(o.status.success(), "{}", stderr(&o));
-    let (o, half) = run(Some("0.5"), "half");
+    let (o, half) = run("bert", &["--mask-prob", "0.5"], "half");
     assert!(o.status.success(), "{}", stderr(&o));
     let flops = |d: &Path| metrics(d)[1]["flops"].as_f64().unwrap();
     assert!(
@@ -289,17 +287,14 @@ fn pretrain_predicts_the_mask_fraction_it_is_given() {
         0.5
     );
 
-    for (bad, why) in [("1.5", "not in (0, 1)"), ("0", "not in (0, 1)")] {
-        let (o, out) = run(Some(bad), "bad");
+    // Refused before anything is written, the earlier run in --overwrite's folder included.
+    for bad in ["1.5", "0"] {
+        let (o, _) = run("bert", &["--mask-prob", bad, "--overwrite"], "half");
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-        assert!(stderr(&o).contains(why), "{}", stderr(&o));
-        assert!(!out.join("model").exists());
+        assert!(stderr(&o).contains("not in (0, 1)"), "{}", stderr(&o));
+        assert!(half.join("model").is_dir(), "the earlier run was removed");
     }
-    let out = tmp.path().join("gpt2");
-    let mut args: Vec<&str> = TINY[..TINY.len() - 6].to_vec();
-    args.extend(["--quiet", "--arch", "gpt2", "--mask-prob", "0.3"]);
-    args.extend(["--out", out.to_str().unwrap()]);
-    let o = xtask(&args);
+    let (o, _) = run("gpt2", &["--mask-prob", "0.3"], "gpt2");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("masked-LM (BERT)"), "{}", stderr(&o));
 }

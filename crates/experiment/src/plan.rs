@@ -4,6 +4,7 @@
 use crate::ExperimentError;
 use bert2bert_checkpoint::{BertConfig, Model};
 use bert2bert_expand::Target;
+use bert2bert_train::data::MlmConfig;
 use bert2bert_train::optim::{AdamWConfig, Decay, Schedule};
 use bert2bert_train::trainer::{ModelParams, TrainConfig, TwoStage};
 use bert2bert_train::{Arch, FreshConfig, ModelShape};
@@ -769,11 +770,8 @@ impl Plan {
                         s.name
                     ));
                 }
-                if !(p > 0.0 && p < 1.0) {
-                    return invalid(format!(
-                        "setting {}: mask_prob {p} is not in (0, 1)",
-                        s.name
-                    ));
+                if let Err(why) = MlmConfig::check_mask_prob(p) {
+                    return invalid(format!("setting {}: mask_prob {why}", s.name));
                 }
             }
             if s.methods.contains(&Method::StackBert) && s.target.layers < 2 {

@@ -37,6 +37,16 @@ impl MlmConfig {
     /// BERT's fraction of predicted tokens.
     pub const BERT_MASK_PROB: f64 = 0.15;
 
+    /// Refuses a mask fraction outside (0, 1); the reason names the value. Shared by every
+    /// place that takes one (the batcher, `pretrain --mask-prob`, experiment plans).
+    pub fn check_mask_prob(mask_prob: f64) -> Result<(), String> {
+        if mask_prob > 0.0 && mask_prob < 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{mask_prob} is not in (0, 1)"))
+        }
+    }
+
     /// BERT's recipe (15% masked, shipped special ids) for the given shape and seed.
     pub fn new(seq_len: usize, batch_size: usize, vocab_size: usize, seed: u64) -> Self {
         Self {
@@ -65,15 +75,15 @@ impl MlmConfig {
     fn validate(&self) -> Result<(), DataError> {
         let s = &self.special;
         let max_special = s.pad.max(s.unk).max(s.cls).max(s.sep).max(s.mask) as usize;
-        let problem = if self.seq_len < 3 {
+        let problem = if let Err(why) = Self::check_mask_prob(self.mask_prob) {
+            format!("mask_prob {why}")
+        } else if self.seq_len < 3 {
             format!(
                 "seq_len {} leaves no room between [CLS] and [SEP]",
                 self.seq_len
             )
         } else if self.batch_size == 0 {
             "batch_size 0".to_string()
-        } else if !(self.mask_prob > 0.0 && self.mask_prob < 1.0) {
-            format!("mask_prob {} is not in (0, 1)", self.mask_prob)
         } else if self.vocab_size <= max_special + 1 {
             format!(
                 "vocab_size {} leaves no ordinary token beside the special ids {s:?}",
