@@ -7,6 +7,7 @@
 //! Hidden states are kept flat as `(batch * seq, hidden)` so every dense layer is one 2-D
 //! matmul; the vocabulary projection is computed only at the masked positions.
 
+use crate::fused::attention_softmax;
 use crate::layers::activate;
 // Re-exported: the shared layers lived here before `layers` existed.
 pub use crate::layers::{
@@ -133,8 +134,8 @@ impl BertAttention {
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = dropout.apply(&softmax_last_dim(&scores)?, self.attn_dropout)?;
+        let probs = attention_softmax(&q.matmul(&k.t()?)?, mask_bias, scale)?;
+        let probs = dropout.apply(&probs, self.attn_dropout)?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -367,7 +368,7 @@ impl BertForMaskedLM {
             None if !scope.train_embeddings => self.embeddings.word.detach(),
             None => self.embeddings.word.clone(),
         };
-        t.matmul(&dec.t()?)?.broadcast_add(&self.head.bias)
+        crate::fused::dense(&t, &dec, &self.head.bias, true)
     }
 
     /// Mean MLM cross-entropy of `batch` through sub-model `scope`.

@@ -174,6 +174,47 @@ impl RowOp for GeluErf {
     }
 }
 
+/// tanh for f32 from one `exp`: absolute error below 2e-7 everywhere (tested), which is what
+/// GELU needs (it uses `1 + tanh`); libm's `tanhf` goes through `expm1f` and cost GPT-2's step
+/// more than its attention.
+#[inline]
+pub fn tanh(u: f32) -> f32 {
+    // 1 - 2 / (e^{2|u|} + 1), sign restored; e^{2|u|} overflows to inf for |u| > 44, giving 1.
+    let e = (2.0 * u.abs()).exp();
+    (1.0 - 2.0 / (e + 1.0)).copysign(u)
+}
+
+/// sqrt(2 / pi), as candle's `gelu` has it.
+const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+/// The cubic coefficient of the tanh approximation.
+const GELU_TANH_CUBIC: f32 = 0.044715;
+
+#[derive(Clone, Copy)]
+struct GeluTanh;
+
+impl RowOp for GeluTanh {
+    const NAME: &'static str = "fused-gelu-tanh";
+    const BWD_NAME: &'static str = "fused-gelu-tanh-bwd";
+    const SAVES_OUTPUT: bool = false;
+    fn rows(_: &Layout) -> Result<(usize, usize)> {
+        Ok((ELEMS_PER_TASK, 1))
+    }
+    fn forward(y: &mut [f32], x: &[f32]) {
+        for (y, &v) in y.iter_mut().zip(x) {
+            *y = 0.5 * v * (1.0 + tanh(SQRT_TWO_OVER_PI * v * (1.0 + GELU_TANH_CUBIC * v * v)));
+        }
+    }
+    fn backward(dx: &mut [f32], x: &[f32], g: &[f32]) {
+        for ((dx, &v), &g) in dx.iter_mut().zip(x).zip(g) {
+            // y = v (1 + tanh u) / 2 with u = c v (1 + a v^2):
+            // dy/dv = (1 + t) / 2 + v (1 - t^2) c (1 + 3 a v^2) / 2.
+            let t = tanh(SQRT_TWO_OVER_PI * v * (1.0 + GELU_TANH_CUBIC * v * v));
+            let du = SQRT_TWO_OVER_PI * (1.0 + 3.0 * GELU_TANH_CUBIC * v * v);
+            *dx = g * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Softmax;
 
@@ -330,6 +371,264 @@ impl CustomOp3 for LayerNormBwd {
     }
 }
 
+/// A dense layer `x (n, in) -> (n, out)` with its bias added in the same pass: `W` stored
+/// (out, in) as Hugging Face's `Linear` has it (`x W^T + b`), or (in, out) as GPT-2's `Conv1D`
+/// (`x W + b`). Forward and backward run the same matmuls, in the same order, as the composed
+/// `x.matmul(W^T).broadcast_add(b)`, so the values are bit for bit those; what goes is the
+/// broadcast's cost (candle sums a bias gradient one divmod per element) and the gradient of an
+/// input that leads to no variable (a frozen layer's output in stage 1).
+struct Dense {
+    /// `W` is stored (out, in).
+    out_in: bool,
+}
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        "fused-dense"
+    }
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let (n, k) = lx.shape().dims2()?;
+        let rhs = if self.out_in {
+            lw.transpose(0, 1)?
+        } else {
+            lw.clone()
+        };
+        let (k2, m) = rhs.shape().dims2()?;
+        let b = f32_slice(sb, lb, self.name())?;
+        if k2 != k || b.len() != m {
+            bail!(
+                "dense layer: input {:?}, weight {:?} (out_in {}), bias {}",
+                lx.dims(),
+                lw.dims(),
+                self.out_in,
+                b.len()
+            );
+        }
+        let CpuStorage::F32(mut y) = sx.matmul(sw, (1, n, m, k), lx, &rhs)? else {
+            bail!("dense layer: expected f32 tensors")
+        };
+        y.par_chunks_mut(m * ROWS_PER_TASK).for_each(|rows| {
+            for row in rows.chunks_mut(m) {
+                for (y, &b) in row.iter_mut().zip(b) {
+                    *y += b;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), Shape::from((n, m))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // The products candle's matmul backward forms for `x.matmul(rhs)`: `g rhs^T` and
+        // `x^T g` (then transposed back to `W`'s (out, in) when rhs = W^T).
+        let dx = if !x.track_op() {
+            None
+        } else if self.out_in {
+            Some(g.matmul(w)?)
+        } else {
+            Some(g.matmul(&w.t()?)?)
+        };
+        let dw = if !w.track_op() {
+            None
+        } else if self.out_in {
+            Some(x.t()?.matmul(g)?.t()?)
+        } else {
+            Some(x.t()?.matmul(g)?)
+        };
+        let db = if b.track_op() {
+            Some(g.contiguous()?.apply_op1_no_bwd(&ColumnSum)?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+/// Sums a contiguous `(n, m)` over its rows, rows in order (the order of candle's `sum_keepdim(0)`,
+/// so the sums are bit for bit its), columns split across threads.
+struct ColumnSum;
+
+/// Columns per parallel task of [`ColumnSum`].
+const COLUMNS_PER_TASK: usize = 64;
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "fused-column-sum"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s, l, self.name())?;
+        let (n, m) = l.shape().dims2()?;
+        let mut out = vec![0f32; m];
+        out.par_chunks_mut(COLUMNS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, acc)| {
+                let c0 = c * COLUMNS_PER_TASK;
+                for row in g.chunks(m).take(n) {
+                    for (a, &v) in acc.iter_mut().zip(&row[c0..]) {
+                        *a += v;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from(m)))
+    }
+}
+
+/// Softmax over the last axis of `scores * scale + mask` for attention scores `(b, h, q, k)` and
+/// an additive mask that broadcasts to them (BERT's `(b, 1, 1, k)`, GPT-2's `(1, 1, q, k)`): the
+/// composed `softmax(broadcast_add(scores * scale, mask))`, bit for bit, in one pass each way.
+struct AttentionSoftmax {
+    scale: f32,
+}
+
+impl CustomOp2 for AttentionSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-attention-softmax"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let CpuStorage::F32(mask) = s2 else {
+            bail!("{}: expected an f32 mask", self.name())
+        };
+        let dims = l1.dims();
+        let [b, h, q, k] = dims else {
+            bail!("{}: scores must be (b, h, q, k), got {dims:?}", self.name())
+        };
+        let (b, h, q, k) = (*b, *h, *q, *k);
+        let mask_l = l2.broadcast_as(dims)?;
+        let st = mask_l.stride();
+        let (st0, st1, st2, st3) = (st[0], st[1], st[2], st[3]);
+        let off = mask_l.start_offset();
+        let scale = self.scale;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(k * ROWS_PER_TASK)
+            .zip(x.par_chunks(k * ROWS_PER_TASK))
+            .enumerate()
+            .for_each(|(task, (y, x))| {
+                let mut row = vec![0f32; k];
+                for (r, (y, x)) in y.chunks_mut(k).zip(x.chunks(k)).enumerate() {
+                    let r = task * ROWS_PER_TASK + r;
+                    let (bi, hi, qi) = (r / (h * q), r / q % h, r % q);
+                    let m = off + bi * st0 + hi * st1 + qi * st2;
+                    for (j, (v, &x)) in row.iter_mut().zip(x).enumerate() {
+                        // candle's affine is `x * mul + add`; adding 0 keeps its bits.
+                        *v = (x * scale + 0.0) + mask[m + j * st3];
+                    }
+                    Softmax::forward(y, &row);
+                }
+            });
+        debug_assert_eq!(y.len(), b * h * q * k);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _mask: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = res.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &AttentionSoftmaxBwd { scale: self.scale },
+        )?;
+        Ok((Some(d), None))
+    }
+}
+
+/// The backward of [`AttentionSoftmax`] on (probabilities, gradient): the softmax's, then the
+/// scale's (`* scale + 0`, as candle's affine backward).
+struct AttentionSoftmaxBwd {
+    scale: f32,
+}
+
+impl CustomOp2 for AttentionSoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "fused-attention-softmax-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let k = last_dim(l1)?;
+        let scale = self.scale;
+        let dx = map_rows2(y, g, k, ROWS_PER_TASK, |dx, y, g| {
+            Softmax::backward(dx, y, g);
+            dx.iter_mut().for_each(|v| *v = *v * scale + 0.0);
+        });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// `x * mask` for a dropout mask made on the host. candle's `mul` would also form the
+/// gradient of the mask (a constant) on every backward pass; this op forms only `x`'s, with the
+/// same products (`x * mask` forward, `grad * mask` backward), so the values are bit for bit.
+struct MaskMul(std::sync::Arc<Vec<f32>>);
+
+impl CustomOp1 for MaskMul {
+    fn name(&self) -> &'static str {
+        "fused-mask-mul"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        if x.len() != self.0.len() {
+            bail!("dropout mask of {} for {} values", self.0.len(), x.len());
+        }
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(ELEMS_PER_TASK)
+            .zip(
+                x.par_chunks(ELEMS_PER_TASK)
+                    .zip(self.0.par_chunks(ELEMS_PER_TASK)),
+            )
+            .for_each(|(y, (x, m))| {
+                for ((y, &x), &m) in y.iter_mut().zip(x).zip(m) {
+                    *y = x * m;
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&MaskMul(self.0.clone()))?,
+        ))
+    }
+}
+
+/// `x * mask` (dropout) with `mask` one value per element of `x`.
+pub(crate) fn mask_mul(x: &Tensor, mask: Vec<f32>) -> Result<Tensor> {
+    if use_fused(x) {
+        x.contiguous()?
+            .apply_op1(MaskMul(std::sync::Arc::new(mask)))
+    } else {
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x.mul(&mask)
+    }
+}
+
 struct CrossEntropy;
 struct CrossEntropyBwd;
 
@@ -369,55 +668,72 @@ impl CustomOp2 for CrossEntropy {
         if let Some(&bad) = t.iter().find(|&&t| t as usize >= v) {
             bail!("cross-entropy target {bad} outside a vocabulary of {v}");
         }
-        let losses: Vec<f32> = x
-            .par_chunks(v)
-            .zip(t.par_iter())
-            .map(|(x, &t)| log_sum_exp(x) - x[t as usize])
-            .collect();
-        Ok((CpuStorage::F32(losses), Shape::from(rows)))
+        // Per row [loss, log-sum-exp]: the backward reads the second instead of another pass
+        // of `exp` over the row.
+        let mut out = vec![0f32; 2 * rows];
+        out.par_chunks_mut(2)
+            .zip(x.par_chunks(v).zip(t.par_iter()))
+            .for_each(|(o, (x, &t))| {
+                let lse = log_sum_exp(x);
+                o[0] = lse - x[t as usize];
+                o[1] = lse;
+            });
+        Ok((CpuStorage::F32(out), Shape::from((rows, 2))))
     }
     fn bwd(
         &self,
         logits: &Tensor,
         targets: &Tensor,
-        _res: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // Pack [logits | grad] per row so one kernel sees both; targets ride along as f32.
-        let rows = logits.dim(0)?;
-        let packed = Tensor::cat(
-            &[
-                logits,
-                &grad.reshape((rows, 1))?,
-                &targets.to_dtype(DType::F32)?.reshape((rows, 1))?,
-            ],
-            1,
+        // [gradient of the loss, saved log-sum-exp] per row.
+        let g_lse = Tensor::cat(&[&grad.narrow(1, 0, 1)?, &res.narrow(1, 1, 1)?], 1)?;
+        let dx = logits.contiguous()?.apply_op3_no_bwd(
+            &g_lse,
+            &targets.contiguous()?,
+            &CrossEntropyBwd,
         )?;
-        Ok((Some(packed.apply_op1_no_bwd(&CrossEntropyBwd)?), None))
+        Ok((Some(dx), None))
     }
 }
 
-impl CustomOp1 for CrossEntropyBwd {
+impl CustomOp3 for CrossEntropyBwd {
     fn name(&self) -> &'static str {
         "fused-cross-entropy-bwd"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let p = f32_slice(s, l, self.name())?;
-        let w = last_dim(l)?;
-        let v = w - 2;
-        let rows = p.len() / w;
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let g_lse = f32_slice(s2, l2, self.name())?;
+        let t = targets_slice(s3, l3)?;
+        let v = last_dim(l1)?;
+        let rows = x.len() / v;
+        if g_lse.len() != 2 * rows || t.len() != rows {
+            bail!(
+                "cross-entropy backward: {rows} rows, {} gradients, {} targets",
+                g_lse.len() / 2,
+                t.len()
+            );
+        }
         let mut dx = vec![0f32; rows * v];
         dx.par_chunks_mut(v)
-            .zip(p.par_chunks(w))
-            .for_each(|(dx, row)| {
-                let (x, rest) = row.split_at(v);
-                let (g, t) = (rest[0], rest[1] as usize);
-                let lse = log_sum_exp(x);
+            .zip(x.par_chunks(v))
+            .zip(g_lse.par_chunks(2).zip(t.par_iter()))
+            .for_each(|((dx, x), (g_lse, &t))| {
+                let (g, lse) = (g_lse[0], g_lse[1]);
                 // d loss / d x = softmax(x) - onehot(t).
                 for (dx, &x) in dx.iter_mut().zip(x) {
                     *dx = g * (x - lse).exp();
                 }
-                dx[t] -= g;
+                dx[t as usize] -= g;
             });
         Ok((CpuStorage::F32(dx), Shape::from((rows, v))))
     }
@@ -433,6 +749,42 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1(Rows(GeluErf))
     } else {
         x.gelu_erf()
+    }
+}
+
+/// The tanh approximation of GELU (GPT-2's `gelu_new`, candle's `gelu`).
+pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    if use_fused(x) {
+        x.contiguous()?.apply_op1(Rows(GeluTanh))
+    } else {
+        x.gelu()
+    }
+}
+
+/// A dense layer on `x (n, in)`: `x W^T + b` when `W` is stored (out, in) (`out_in`, Hugging
+/// Face `Linear`), `x W + b` when stored (in, out) (GPT-2 `Conv1D`).
+pub fn dense(x: &Tensor, w: &Tensor, b: &Tensor, out_in: bool) -> Result<Tensor> {
+    if use_fused(x) && w.device().is_cpu() {
+        x.apply_op3(w, b, Dense { out_in })
+    } else if out_in {
+        x.matmul(&w.t()?)?.broadcast_add(b)
+    } else {
+        x.matmul(w)?.broadcast_add(b)
+    }
+}
+
+/// Attention probabilities: softmax over the last axis of `scores (b, h, q, k) * scale + mask`,
+/// `mask` broadcasting to the scores.
+pub fn attention_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    if use_fused(scores) && mask.dtype() == DType::F32 && scores.rank() == 4 {
+        scores.contiguous()?.apply_op2(
+            mask,
+            AttentionSoftmax {
+                scale: scale as f32,
+            },
+        )
+    } else {
+        softmax_last_dim(&(scores * scale)?.broadcast_add(mask)?)
     }
 }
 
@@ -460,7 +812,9 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if use_fused(logits) {
         logits
             .contiguous()?
-            .apply_op2(&targets.contiguous()?, CrossEntropy)
+            .apply_op2(&targets.contiguous()?, CrossEntropy)?
+            .narrow(1, 0, 1)?
+            .squeeze(1)
     } else {
         let logp = crate::layers::log_softmax_last_dim(logits)?;
         logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()

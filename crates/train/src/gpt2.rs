@@ -17,7 +17,8 @@ use candle_core::{Device, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::data::causal::CausalBatch;
-use crate::layers::{Dropout, LayerNorm, Scope, activate, cross_entropy, softmax_last_dim};
+use crate::fused::attention_softmax;
+use crate::layers::{Dropout, LayerNorm, Scope, activate, cross_entropy};
 
 /// The untied LM head, stored (V, D) like `wte`.
 const LM_HEAD: &str = "lm_head.weight";
@@ -40,7 +41,7 @@ impl Conv1D {
 
     /// Applies the layer to `x (n, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight)?.broadcast_add(&self.bias)
+        crate::fused::dense(x, &self.weight, &self.bias, false)
     }
 }
 
@@ -134,8 +135,8 @@ impl Gpt2Block {
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(causal_bias)?;
-        let probs = dropout.apply(&softmax_last_dim(&scores)?, self.attn_pdrop)?;
+        let probs = attention_softmax(&q.matmul(&k.t()?)?, causal_bias, scale)?;
+        let probs = dropout.apply(&probs, self.attn_pdrop)?;
         let ctx = probs
             .matmul(&v)?
             .transpose(1, 2)?

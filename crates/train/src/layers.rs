@@ -51,17 +51,14 @@ impl Dropout {
         let scale = 1.0 / keep;
         // Compare 32-bit draws against a threshold: two draws per 64-bit word.
         let threshold = (p * 4_294_967_296.0).min(4_294_967_295.0) as u32;
-        let mut mask = Vec::with_capacity(n);
-        while mask.len() < n {
+        let mut mask = vec![0f32; n];
+        for pair in mask.chunks_mut(2) {
             let r = rng.next_u64();
-            for half in [r as u32, (r >> 32) as u32] {
-                if mask.len() < n {
-                    mask.push(if half >= threshold { scale } else { 0.0 });
-                }
+            for (m, half) in pair.iter_mut().zip([r as u32, (r >> 32) as u32]) {
+                *m = if half >= threshold { scale } else { 0.0 };
             }
         }
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x.mul(&mask)
+        crate::fused::mask_mul(x, mask)
     }
 }
 
@@ -83,7 +80,7 @@ impl Linear {
 
     /// Applies the layer to `x (n, in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        crate::fused::dense(x, &self.weight, &self.bias, true)
     }
 }
 
@@ -156,7 +153,7 @@ pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Gelu => crate::fused::gelu_erf(x),
         // gelu_new: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), candle's `gelu`.
-        Activation::GeluTanh => x.gelu(),
+        Activation::GeluTanh => crate::fused::gelu_tanh(x),
         Activation::Relu => x.relu(),
     }
 }
