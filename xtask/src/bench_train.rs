@@ -241,6 +241,7 @@ pub fn time_steps(
 /// Runs `cargo xtask bench train`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     keep_freed_memory();
+    crate::alloc::cache_large_blocks();
     let dev = device(args.device)?;
     let peak = matmul_gflops(args.matmul_size, &dev)?;
     println!(

@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask grow | verify | pretrain | experiment | bench`.
 
+mod alloc;
 mod bench;
 mod bench_grow;
 mod bench_train;
@@ -11,6 +12,9 @@ mod pretrain;
 mod verify;
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -274,6 +274,7 @@ fn refuse_overlapping_out(args: &Args) -> anyhow::Result<()> {
 /// Runs `cargo xtask pretrain`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     keep_freed_memory();
+    crate::alloc::cache_large_blocks();
     // Before anything is removed or written (an --overwrite of an earlier run included).
     if let Some(p) = args.mask_prob {
         MlmConfig::check_mask_prob(p).map_err(|why| crate::Usage(format!("--mask-prob {why}")))?;
