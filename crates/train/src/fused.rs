@@ -148,12 +148,25 @@ impl<K: RowOp> CustomOp2 for RowsBwd<K> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct GeluErf;
+/// An element-wise function with its derivative, run as a [`RowOp`] by [`Pointwise`].
+trait PointOp: Send + Sync + Copy + 'static {
+    /// Name of the forward op.
+    const NAME: &'static str;
+    /// Name of the backward op.
+    const BWD_NAME: &'static str;
+    /// The function.
+    fn f(x: f32) -> f32;
+    /// Its derivative.
+    fn df(x: f32) -> f32;
+}
 
-impl RowOp for GeluErf {
-    const NAME: &'static str = "fused-gelu-erf";
-    const BWD_NAME: &'static str = "fused-gelu-erf-bwd";
+/// A [`PointOp`] as a row op: rows are just chunks, the backward reads the input.
+#[derive(Clone, Copy)]
+struct Pointwise<P>(P);
+
+impl<P: PointOp> RowOp for Pointwise<P> {
+    const NAME: &'static str = P::NAME;
+    const BWD_NAME: &'static str = P::BWD_NAME;
     const SAVES_OUTPUT: bool = false;
     fn rows(_: &Layout) -> Result<(usize, usize)> {
         // Element-wise: any split into rows will do.
@@ -161,16 +174,30 @@ impl RowOp for GeluErf {
     }
     fn forward(y: &mut [f32], x: &[f32]) {
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+            *y = P::f(x);
         }
     }
     fn backward(dx: &mut [f32], x: &[f32], g: &[f32]) {
         for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-            // d/dx x Phi(x) = Phi(x) + x phi(x).
-            let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-            let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
-            *dx = g * (cdf + x * pdf);
+            *dx = g * P::df(x);
         }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct GeluErf;
+
+impl PointOp for GeluErf {
+    const NAME: &'static str = "fused-gelu-erf";
+    const BWD_NAME: &'static str = "fused-gelu-erf-bwd";
+    fn f(x: f32) -> f32 {
+        0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
+    }
+    fn df(x: f32) -> f32 {
+        // d/dx x Phi(x) = Phi(x) + x phi(x).
+        let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+        let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+        cdf + x * pdf
     }
 }
 
@@ -192,26 +219,18 @@ const GELU_TANH_CUBIC: f32 = 0.044715;
 #[derive(Clone, Copy)]
 struct GeluTanh;
 
-impl RowOp for GeluTanh {
+impl PointOp for GeluTanh {
     const NAME: &'static str = "fused-gelu-tanh";
     const BWD_NAME: &'static str = "fused-gelu-tanh-bwd";
-    const SAVES_OUTPUT: bool = false;
-    fn rows(_: &Layout) -> Result<(usize, usize)> {
-        Ok((ELEMS_PER_TASK, 1))
+    fn f(v: f32) -> f32 {
+        0.5 * v * (1.0 + tanh(SQRT_TWO_OVER_PI * v * (1.0 + GELU_TANH_CUBIC * v * v)))
     }
-    fn forward(y: &mut [f32], x: &[f32]) {
-        for (y, &v) in y.iter_mut().zip(x) {
-            *y = 0.5 * v * (1.0 + tanh(SQRT_TWO_OVER_PI * v * (1.0 + GELU_TANH_CUBIC * v * v)));
-        }
-    }
-    fn backward(dx: &mut [f32], x: &[f32], g: &[f32]) {
-        for ((dx, &v), &g) in dx.iter_mut().zip(x).zip(g) {
-            // y = v (1 + tanh u) / 2 with u = c v (1 + a v^2):
-            // dy/dv = (1 + t) / 2 + v (1 - t^2) c (1 + 3 a v^2) / 2.
-            let t = tanh(SQRT_TWO_OVER_PI * v * (1.0 + GELU_TANH_CUBIC * v * v));
-            let du = SQRT_TWO_OVER_PI * (1.0 + 3.0 * GELU_TANH_CUBIC * v * v);
-            *dx = g * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du);
-        }
+    fn df(v: f32) -> f32 {
+        // y = v (1 + tanh u) / 2 with u = c v (1 + a v^2):
+        // dy/dv = (1 + t) / 2 + v (1 - t^2) c (1 + 3 a v^2) / 2.
+        let t = tanh(SQRT_TWO_OVER_PI * v * (1.0 + GELU_TANH_CUBIC * v * v));
+        let du = SQRT_TWO_OVER_PI * (1.0 + 3.0 * GELU_TANH_CUBIC * v * v);
+        0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * du
     }
 }
 
@@ -746,7 +765,7 @@ fn use_fused(x: &Tensor) -> bool {
 /// Exact (erf) GELU.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     if use_fused(x) {
-        x.contiguous()?.apply_op1(Rows(GeluErf))
+        x.contiguous()?.apply_op1(Rows(Pointwise(GeluErf)))
     } else {
         x.gelu_erf()
     }
@@ -755,7 +774,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 /// The tanh approximation of GELU (GPT-2's `gelu_new`, candle's `gelu`).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     if use_fused(x) {
-        x.contiguous()?.apply_op1(Rows(GeluTanh))
+        x.contiguous()?.apply_op1(Rows(Pointwise(GeluTanh)))
     } else {
         x.gelu()
     }
