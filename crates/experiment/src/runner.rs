@@ -213,8 +213,9 @@ pub(crate) fn train_all(
     let mut infos = Vec::new();
     let mut complete = true;
     let worker = args.only_run.as_deref();
-    // With --jobs > 1 this process trains the sources and hands the target runs to workers.
-    let mut pending: Vec<String> = Vec::new();
+    // With --jobs > 1 this process trains the sources and hands the target runs to workers,
+    // each run's name with whether it is a scratch run.
+    let mut pending: Vec<(bool, String)> = Vec::new();
     for setting in &plan.settings {
         let arch = setting.arch;
         let names = setting.seeds.iter().flat_map(|&seed| {
@@ -309,8 +310,8 @@ pub(crate) fn train_all(
                     continue;
                 }
                 if worker.is_none() && args.jobs > 1 {
-                    if !pending.contains(&name) {
-                        pending.push(name);
+                    if !pending.iter().any(|(_, n)| *n == name) {
+                        pending.push((method == Method::Scratch, name));
                     }
                     continue;
                 }
@@ -386,9 +387,17 @@ pub(crate) fn train_all(
         }
     }
     if !pending.is_empty() {
+        let pending = scratch_first(pending);
         complete &= run_workers(args, out, &pending, plan.steps)?;
     }
     Ok(complete)
+}
+
+/// The worker queue with the scratch runs first, the rest in plan order: scratch's final loss
+/// decides the regime verdict and every saving, so a stopped or slow run learns it first.
+fn scratch_first(pending: Vec<(bool, String)>) -> Vec<String> {
+    let (scratch, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|(s, _)| *s);
+    scratch.into_iter().chain(rest).map(|(_, n)| n).collect()
 }
 
 /// Trains `names` in worker processes (`--only-run`), `args.jobs` at a time, each with an equal
@@ -491,4 +500,32 @@ fn run_workers(
     Ok(names
         .iter()
         .all(|n| finished(&out.join("runs").join(n), steps)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scratch_first;
+
+    #[test]
+    fn workers_take_the_scratch_runs_first_and_the_rest_in_plan_order() {
+        let pending = vec![
+            (true, "bert-scratch-s0".to_string()),
+            (false, "bert-fpi-s0".to_string()),
+            (false, "bert-aki-s0".to_string()),
+            (true, "bert-scratch-s1".to_string()),
+            (false, "bert-fpi-s1".to_string()),
+            (true, "bert-scratch-s2".to_string()),
+        ];
+        assert_eq!(
+            scratch_first(pending),
+            [
+                "bert-scratch-s0",
+                "bert-scratch-s1",
+                "bert-scratch-s2",
+                "bert-fpi-s0",
+                "bert-aki-s0",
+                "bert-fpi-s1"
+            ]
+        );
+    }
 }
