@@ -245,6 +245,52 @@ fn smoke_experiment_resumes_skips_and_accounts_flops_in_order() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(fpi.join("metrics.jsonl")).unwrap(), before);
 
+    // A clean clone of a committed results folder (no runs/): runs whose recorded metrics
+    // reach the last step are not trained again; one whose record is missing is.
+    let clone = tmp.path().join("clone");
+    std::fs::create_dir_all(clone.join("metrics")).unwrap();
+    for f in ["experiment.json", "summary.json"] {
+        std::fs::copy(out.join(f), clone.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(out.join("metrics")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "width-aki-s1.jsonl" {
+            std::fs::copy(e.path(), clone.join("metrics").join(e.file_name())).unwrap();
+        }
+    }
+    let on_clone = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a[5] = s(&clone);
+        a.extend_from_slice(extra);
+        xtask(&a)
+    };
+    let o = on_clone(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        clone.join("runs/width-aki-s1/model").is_dir(),
+        "the unrecorded run trains"
+    );
+    assert!(
+        !clone.join("runs/width-fpi-s0").exists(),
+        "a recorded run trains again"
+    );
+    let again = json_file(&clone.join("summary.json"));
+    assert_eq!(again["complete"], true);
+    assert_eq!(
+        runs(&again, "width", "fpi")[0]["final_loss"],
+        runs(&summary, "width", "fpi")[0]["final_loss"]
+    );
+    // The same numbers for the retrained run: the record is not what made it finish.
+    assert_eq!(
+        runs(&again, "width", "aki")[1]["final_loss"],
+        runs(&summary, "width", "aki")[1]["final_loss"]
+    );
+    // Starting over forgets the records: every run trains again (here to step 1).
+    let o = on_clone(&["--restart", "--stop-at", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(clone.join("runs/width-fpi-s0/checkpoint").is_dir());
+    assert_eq!(json_file(&clone.join("summary.json"))["complete"], false);
+
     // The document generator and its check.
     let doc = tmp.path().join("results.md");
     let o = xtask(&[&base[..], &["--report", "--doc", s(&doc)]].concat());

@@ -35,6 +35,9 @@ use std::path::{Path, PathBuf};
 
 /// The plan of an experiment, stored as `<out>/experiment.json` (a re-run must match it).
 pub const PLAN_FILE: &str = "experiment.json";
+/// The folder of the runs' recorded metrics (`<out>/metrics/<run>.jsonl`), committed with the
+/// results: the report rebuilds from it, and a run recorded there as finished is not retrained.
+pub const METRICS_COPY_DIR: &str = "metrics";
 /// The summary of an experiment.
 pub const SUMMARY_FILE: &str = "summary.json";
 /// The Markdown table of an experiment.
@@ -250,9 +253,11 @@ pub fn run(options: &Options) -> Result<Outcome, ExperimentError> {
                 )));
             }
         }
-        let runs = out.join("runs");
-        if args.restart && runs.exists() {
-            std::fs::remove_dir_all(&runs).map_err(io(format!("removing {}", runs.display())))?;
+        // Starting over forgets the recorded metrics too: they would count as finished runs.
+        for dir in [out.join("runs"), out.join(METRICS_COPY_DIR)] {
+            if args.restart && dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
+            }
         }
         std::fs::create_dir_all(&out).map_err(io(format!("creating {}", out.display())))?;
         write_text(&plan_path, &pretty(&plan))?;

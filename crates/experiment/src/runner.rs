@@ -4,7 +4,7 @@
 use crate::error::{checkpoint, io, json, pretty};
 use crate::plan::{Method, Plan, SourceSpec, run_name, source_run_name};
 use crate::sources::{DataInfo, FamilyData, SourceInfo, params_of, source_of};
-use crate::{ExperimentError, Options, SOURCES_FILE};
+use crate::{ExperimentError, METRICS_COPY_DIR, Options, SOURCES_FILE};
 use bert2bert_checkpoint::{Bert, BertConfig, read_model_dir};
 use bert2bert_expand::{Depth, GrowOptions, MapKind, Method as GrowMethod, baselines, grow};
 use bert2bert_train::bert::Params;
@@ -37,6 +37,17 @@ pub(crate) struct Runner<'a> {
 pub fn finished(dir: &Path, steps: usize) -> bool {
     dir.join(MODEL_DIR).join("config.json").is_file()
         && read_state(dir).is_ok_and(|s| s.step >= steps)
+}
+
+/// Whether the recorded copy of a run's metrics (`<out>/metrics/<name>.jsonl`, which every
+/// report writes and results folders commit) reaches `steps`: a run finished in an earlier
+/// session whose `runs/` folder is gone (a clean clone) is not trained again, so a preset longer
+/// than one session completes over several.
+pub(crate) fn recorded_done(out: &Path, name: &str, steps: usize) -> bool {
+    let path = out.join(METRICS_COPY_DIR).join(format!("{name}.jsonl"));
+    path.is_file()
+        && bert2bert_train::trainer::read_metrics(&path)
+            .is_ok_and(|m| m.last().is_some_and(|last| last.step >= steps))
 }
 
 /// The trainer state of the checkpoint of the run in `dir`.
@@ -307,6 +318,13 @@ pub(crate) fn train_all(
             for &method in &setting.methods {
                 let name = run_name(setting, method, seed);
                 if worker.is_some_and(|w| w != name) {
+                    continue;
+                }
+                if !runner.runs.join(&name).exists() && recorded_done(out, &name, plan.steps) {
+                    tracing::info!(
+                        run = name,
+                        "finished earlier: its recorded metrics reach the last step"
+                    );
                     continue;
                 }
                 if worker.is_none() && args.jobs > 1 {

@@ -4,7 +4,7 @@
 
 use crate::error::{io, json, pretty};
 use crate::plan::{Method, Plan, Preset, Shape, run_name};
-use crate::{ExperimentError, SUMMARY_FILE, SourceInfo, TABLE_FILE};
+use crate::{ExperimentError, METRICS_COPY_DIR, SUMMARY_FILE, SourceInfo, TABLE_FILE};
 use bert2bert_train::trainer::{METRICS_FILE, read_metrics};
 use bert2bert_train::{Arch, DeviceKind};
 use serde::{Deserialize, Serialize};
@@ -441,7 +441,7 @@ pub fn summarize(
             for (k, &seed) in setting.seeds.iter().enumerate() {
                 let name = run_name(setting, method, seed);
                 let dir = runs.join(&name);
-                let copy = out.join("metrics").join(format!("{name}.jsonl"));
+                let copy = out.join(METRICS_COPY_DIR).join(format!("{name}.jsonl"));
                 let Some((curve, steps, total_flops, wall_s)) = curve_of(&dir, &copy)? else {
                     complete = false;
                     if method == Method::Scratch {
@@ -821,7 +821,7 @@ impl Summary {
         );
         table += &tables(self);
         write(out.join(TABLE_FILE), table)?;
-        let metrics = out.join("metrics");
+        let metrics = out.join(METRICS_COPY_DIR);
         std::fs::create_dir_all(&metrics).map_err(io(format!("creating {}", metrics.display())))?;
         for set in &self.settings {
             for m in &set.methods {
