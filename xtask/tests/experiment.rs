@@ -338,6 +338,12 @@ fn results_doc_matches_the_regime_bert_summary() {
     check_results_doc("regime-bert");
 }
 
+/// The CPU run of the GPU-sized BERT regime preset (out of the regime, incomplete), likewise.
+#[test]
+fn results_doc_matches_the_regime_bert_gpu_summary() {
+    check_results_doc("regime-bert-gpu");
+}
+
 fn check_results_doc(preset: &str) {
     let root = root();
     let o = xtask(&[
