@@ -93,14 +93,20 @@ def render(verses: list[tuple[int, str]]) -> str:
     return "\n".join(out)
 
 
-def split(book: list[tuple[int, str]]) -> tuple[str, str]:
-    """A book's training text and its held-out tail (the last 5% of its characters)."""
+def cut_index(book: list[tuple[int, str]]) -> int:
+    """Where a book's held-out tail (the verses of its last 5% of characters) begins."""
     total = sum(len(t) + 1 for _, t in book)
     tail = 0
     cut = len(book)
     while cut > 1 and tail < VALID_FRACTION * total:
         cut -= 1
         tail += len(book[cut][1]) + 1
+    return cut
+
+
+def split(book: list[tuple[int, str]]) -> tuple[str, str]:
+    """A book's training text and its held-out tail (the last 5% of its characters)."""
+    cut = cut_index(book)
     return render(book[:cut]), render(book[cut:])
 
 

@@ -181,6 +181,63 @@ fn the_bible_corpus_holds_every_book_with_a_five_percent_tail_and_its_tokenizer_
     assert!(!c.train.iter().chain(&c.valid).any(|&t| t == unk));
 }
 
+#[test]
+fn the_two_bibles_corpus_extends_the_king_james_one_and_holds_out_the_same_passages() {
+    // assets/corpus-bibles (scripts/extract_bibles.py) and assets/tokenizer-bibles-2k, as their
+    // README describes them.
+    let dir = assets().join("corpus-bibles");
+    let train = data::read_split(&dir, Split::Train).unwrap();
+    let valid = data::read_split(&dir, Split::Valid).unwrap();
+    assert_eq!((train.len(), valid.len()), (146, 146));
+    // The King James books first, exactly as in corpus-kjv.
+    let kjv = assets().join("corpus-kjv");
+    assert!(train[..66] == data::read_split(&kjv, Split::Train).unwrap()[..]);
+    assert!(valid[..66] == data::read_split(&kjv, Split::Valid).unwrap()[..]);
+    // Then the World English Bible: the same canon, then the deuterocanonical books.
+    assert!(train[66].starts_with("In the beginning, God created the heavens and the earth.\n"));
+    assert!(train[132].starts_with("The book of the words of Tobit, the son of Tobiel"));
+    assert!(
+        valid[131].ends_with("The grace of the Lord Jesus Christ be with all the saints. Amen.")
+    );
+    // The same passages held out in both translations: Genesis from 48:8 on, and Romans'
+    // doxology (printed by the module inside 14:23) at the held-out end, not in training.
+    assert!(valid[0].starts_with("And Israel beheld Joseph's sons, and said, Who are these?\n"));
+    assert!(valid[66].starts_with("Israel saw Joseph's sons, and said, \"Who are these?\"\n"));
+    let doxology = "Now to him who is able to establish you";
+    assert!(valid[110].lines().last().unwrap().starts_with(doxology));
+    assert!(!train.iter().any(|d| d.contains(doxology)));
+    let chars = |d: &[String]| d.iter().map(|s| s.chars().count()).sum::<usize>();
+    assert_eq!((chars(&train), chars(&valid)), (8_492_940, 458_602));
+    let frac = chars(&valid) as f64 / (chars(&train) + chars(&valid)) as f64;
+    assert!((0.045..0.06).contains(&frac), "valid fraction {frac}");
+    // No markup, footnote glossary, curly quotes or verse numbers left.
+    for (name, docs) in [("train", &train), ("valid", &valid)] {
+        let bad = docs
+            .iter()
+            .flat_map(|d| d.lines())
+            .filter(|l| {
+                l.contains([
+                    '<', '>', '&', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}',
+                ])
+            })
+            .count();
+        assert_eq!(bad, 0, "{name}: lines with markup or curly quotes");
+        assert_eq!(
+            verse_references(docs),
+            0,
+            "{name}: lines with a verse reference"
+        );
+    }
+    assert!(!valid.iter().any(|d| d.contains("Glossary")));
+
+    let tok = data::load_tokenizer(&assets().join("tokenizer-bibles-2k/tokenizer.json")).unwrap();
+    assert_eq!(tok.get_vocab_size(true), 2048);
+    let c = data::load_corpus(&dir, &tok).unwrap();
+    assert_eq!(c.train.len(), 2_252_840);
+    let unk = SpecialIds::SHIPPED.unk;
+    assert!(!c.train.iter().chain(&c.valid).any(|&t| t == unk));
+}
+
 /// Lines of `docs` that begin like `Ge1:1 ` (a reference the extraction should have dropped).
 fn verse_references(docs: &[String]) -> usize {
     docs.iter()
