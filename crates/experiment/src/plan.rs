@@ -33,6 +33,10 @@ pub enum Preset {
     /// The paper's regime for BERT on one CUDA GPU: a 2 x 128 source grown to 4 x 256 on the
     /// Bible, sized by a CPU pilot of its exact runs (also runs on the CPU, for hours).
     RegimeBertGpu,
+    /// The BERT regime on the two-Bible corpus: the 2 x 128 -> 4 x 256 pair of `regime-bert-gpu`
+    /// with target runs twice as long, which that corpus has the text for (one GPU, or the CPU
+    /// over several sessions).
+    RegimeBertBibles,
 }
 
 impl Preset {
@@ -46,6 +50,7 @@ impl Preset {
             Self::RegimeGpt2 => "regime-gpt2",
             Self::RegimeBert => "regime-bert",
             Self::RegimeBertGpu => "regime-bert-gpu",
+            Self::RegimeBertBibles => "regime-bert-bibles",
         }
     }
 }
@@ -276,6 +281,10 @@ const BERT_GPU_STEPS: usize = 2000;
 /// 2000-step scratch (seed 0) ended 0.100 below the 1600-step one; 1550 splits the room between
 /// the two margins (about 0.01 nats each).
 const BERT_GPU_SOURCE_STEPS: usize = 1550;
+/// Target steps of `regime-bert-bibles`: 3.9 passes over the two-Bible training split.
+const BERT_BIBLES_STEPS: usize = 4400;
+/// Steps of `regime-bert-bibles`' 2 x 128 source (docs/experiment.md, its pilot).
+const BERT_BIBLES_SOURCE_STEPS: usize = 2000;
 
 /// The methods of the paper's BERT table, in its order.
 const BERT_METHODS: [Method; 6] = [
@@ -425,6 +434,7 @@ impl Plan {
             }
             Preset::RegimeGpt2 | Preset::RegimeBert => Self::regime(preset),
             Preset::RegimeBertGpu => Self::regime_bert_gpu(),
+            Preset::RegimeBertBibles => Self::regime_bert_bibles(),
             Preset::Mini => {
                 // Sized by measured step times (docs/experiment.md, "Sizing `mini`"): about 3
                 // hours on the project's 2-core machine for every run below.
@@ -675,6 +685,24 @@ impl Plan {
         }
     }
 
+    /// `regime-bert-gpu` on the two-Bible corpus (docs/experiment.md, "The BERT regime on two
+    /// Bibles"): the same shapes and schedule; the source trained to the same margin over its
+    /// corpus's unigram entropy, the target runs 2.2 times as long within 4 passes.
+    fn regime_bert_bibles() -> Self {
+        let mut plan = Self::regime_bert_gpu();
+        plan.preset = Preset::RegimeBertBibles;
+        plan.with_steps(BERT_BIBLES_STEPS);
+        let s = &mut plan.settings[0];
+        s.source = SourceSpec::Pretrain {
+            shape: Shape::new(2, 128, 64),
+            steps: BERT_BIBLES_SOURCE_STEPS,
+        };
+        s.title = "BERT width and depth 2 x 128 -> 4 x 256, two Bibles".into();
+        s.tokenizer = Some("tokenizer-bibles-2k".into());
+        s.corpus = Some(PathBuf::from("corpus-bibles"));
+        plan
+    }
+
     /// Sets the target runs' steps, with stage 1 at 1/8 and StackBERT's shallow phase at 1/4.
     pub fn with_steps(&mut self, steps: usize) {
         self.steps = steps;
@@ -847,7 +875,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    const ALL: [Preset; 7] = [
+    const ALL: [Preset; 8] = [
         Preset::Smoke,
         Preset::Mini,
         Preset::Gpu,
@@ -855,6 +883,7 @@ mod tests {
         Preset::RegimeGpt2,
         Preset::RegimeBert,
         Preset::RegimeBertGpu,
+        Preset::RegimeBertBibles,
     ];
 
     #[test]
@@ -964,6 +993,24 @@ mod tests {
             let tokens = (plan.steps * plan.batch_size * (plan.seq_len - 2)) as f64;
             assert!(tokens / 1_017_088.0 < 4.0, "{}: {tokens}", preset.name());
         }
+        // The two-Bible preset: 2,252,840 training tokens (assets/corpus-bibles/README.md).
+        let plan = Plan::preset(Preset::RegimeBertBibles);
+        let s = &plan.settings[0];
+        assert_eq!(s.corpus.as_deref(), Some(Path::new("corpus-bibles")));
+        assert_eq!(
+            s.tokenizer.as_deref(),
+            Some(Path::new("tokenizer-bibles-2k"))
+        );
+        assert_eq!(
+            (s.seeds.as_slice(), s.target.layers),
+            ([0, 1, 2].as_slice(), 4)
+        );
+        let tokens = (plan.steps * plan.batch_size * (plan.seq_len - 2)) as f64;
+        assert!(tokens / 2_252_840.0 < 4.0, "{tokens}");
+        assert!(
+            tokens / 1_017_088.0 > 8.0,
+            "longer than the King James text allows"
+        );
         // The GPT-2 preset keeps the plays.
         assert!(
             Plan::preset(Preset::RegimeGpt2)
