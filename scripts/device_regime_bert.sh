@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The prepared device run of the BERT-regime issue (docs/experiment.md, "The BERT regime on a
-# GPU"): `xtask experiment --preset regime-bert-gpu` on one CUDA card, several runs at once,
+# GPU" and "The BERT regime on two Bibles"): `xtask experiment --preset regime-bert-bibles` (or
+# PRESET=regime-bert-gpu, out of the regime on the CPU) on one CUDA card, several runs at once,
 # then its report; what --report needs (metrics/, summary.json, tables, plots, the worker logs)
 # is copied under $OUT, the run folders (checkpoints, models) are not. Stops itself after
 # LIMIT seconds so the device command ends inside its own limit; a stopped experiment is
@@ -11,7 +12,7 @@
 set -u
 OUT=${OUT:-$PWD/device-out}
 DEVICE=${DEVICE:-cuda}
-PRESET=${PRESET:-regime-bert-gpu}
+PRESET=${PRESET:-regime-bert-bibles}
 JOBS=${JOBS:-8}
 LIMIT=${LIMIT:-500}
 WORK=${WORK:-/tmp/bert2bert-$PRESET}
