@@ -34,6 +34,7 @@ scored in the other; a deuterocanonical book holds out its own trailing 5%.
 import hashlib
 import importlib.util
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -81,8 +82,6 @@ def web_books(debs: Path) -> list[tuple[str, list[tuple[int, int, str]]]]:
     from pysword.modules import SwordModules  # pysword 0.2.8, see the module docstring
 
     with tempfile.TemporaryDirectory() as tmp:
-        import subprocess
-
         subprocess.run(["dpkg", "-x", str(debs / WEB_DEB), tmp], check=True)
         modules = SwordModules(f"{tmp}/usr/share/sword")
         modules.parse_modules()
@@ -139,26 +138,22 @@ def main() -> None:
     extra = [(name, verses) for name, verses in web[SHARED_OT:-27] if verses]
     if len(kjv_books) != 66 or len(shared) != 66 or len(extra) != 14:
         sys.exit(f"unexpected book counts: {len(kjv_books)} KJV, {len(web)} WEB")
-    train, valid = [], []
-    for book in kjv_books:
-        t, v = kjv.split(book)
-        train.append(t)
-        valid.append(v)
+    # King James books first, then their World English twins, each cut where the King James
+    # book's held-out tail begins (by chapter and verse).
+    kjv_parts, web_parts = [], []
     for book, (name, verses) in zip(kjv_books, shared):
-        chapter, verse, _ = with_verse_numbers(book)[kjv.cut_index(book)]
-        cut = (chapter, verse)
-        web_train = [(c, x) for c, n, x in verses if (c, n) < cut]
-        web_valid = [(c, x) for c, n, x in verses if (c, n) >= cut]
+        at = kjv.cut_index(book)
+        kjv_parts.append((kjv.render(book[:at]), kjv.render(book[at:])))
+        chapter, verse, _ = with_verse_numbers(book)[at]
+        web_train = [(c, x) for c, n, x in verses if (c, n) < (chapter, verse)]
+        web_valid = [(c, x) for c, n, x in verses if (c, n) >= (chapter, verse)]
+        if not web_train or not web_valid:
+            sys.exit(f"{name}: the King James cut {chapter}:{verse} leaves an empty split")
         if name == "Romans":
             web_train, web_valid = move_doxology(web_train, web_valid)
-        if not web_train or not web_valid:
-            sys.exit(f"{name}: the King James cut {cut} leaves an empty split")
-        train.append(kjv.render(web_train))
-        valid.append(kjv.render(web_valid))
-    for name, verses in extra:
-        t, v = kjv.split([(c, x) for c, _, x in verses])
-        train.append(t)
-        valid.append(v)
+        web_parts.append((kjv.render(web_train), kjv.render(web_valid)))
+    extra_parts = [kjv.split([(c, x) for c, _, x in verses]) for _, verses in extra]
+    train, valid = (list(side) for side in zip(*kjv_parts, *web_parts, *extra_parts))
     out = HERE.parent / "assets" / "corpus-bibles"
     out.mkdir(parents=True, exist_ok=True)
     kjv.write(out / "train.txt.gz", train)
