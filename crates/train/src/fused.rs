@@ -173,14 +173,18 @@ impl<P: PointOp> RowOp for Pointwise<P> {
         Ok((ELEMS_PER_TASK, 1))
     }
     fn forward(y: &mut [f32], x: &[f32]) {
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = P::f(x);
-        }
+        crate::expf::simd(|| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = P::f(x);
+            }
+        })
     }
     fn backward(dx: &mut [f32], x: &[f32], g: &[f32]) {
-        for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-            *dx = g * P::df(x);
-        }
+        crate::expf::simd(|| {
+            for ((dx, &x), &g) in dx.iter_mut().zip(x).zip(g) {
+                *dx = g * P::df(x);
+            }
+        })
     }
 }
 
@@ -190,9 +194,11 @@ struct GeluErf;
 impl PointOp for GeluErf {
     const NAME: &'static str = "fused-gelu-erf";
     const BWD_NAME: &'static str = "fused-gelu-erf-bwd";
+    #[inline(always)]
     fn f(x: f32) -> f32 {
         0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
     }
+    #[inline(always)]
     fn df(x: f32) -> f32 {
         // d/dx x Phi(x) = Phi(x) + x phi(x).
         let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
@@ -204,10 +210,13 @@ impl PointOp for GeluErf {
 /// tanh for f32 from one `exp`: absolute error below 2e-7 everywhere (tested), which is what
 /// GELU needs (it uses `1 + tanh`); libm's `tanhf` goes through `expm1f` and cost GPT-2's step
 /// more than its attention.
-#[inline]
+#[inline(always)]
 pub fn tanh(u: f32) -> f32 {
-    // 1 - 2 / (e^{2|u|} + 1), sign restored; e^{2|u|} overflows to inf for |u| > 44, giving 1.
-    let e = (2.0 * u.abs()).exp();
+    // 1 - 2 / (e^{2|u|} + 1), sign restored. Above 2|u| = 19 the quotient is below half an ulp
+    // of 1 and the result is exactly 1, so capping the argument at 87 (where the branch-free exp
+    // holds) changes no result; a NaN stays NaN through the comparison.
+    let a = 2.0 * u.abs();
+    let e = crate::expf::exp_in_range(if a > 87.0 { 87.0 } else { a });
     (1.0 - 2.0 / (e + 1.0)).copysign(u)
 }
 
@@ -222,9 +231,11 @@ struct GeluTanh;
 impl PointOp for GeluTanh {
     const NAME: &'static str = "fused-gelu-tanh";
     const BWD_NAME: &'static str = "fused-gelu-tanh-bwd";
+    #[inline(always)]
     fn f(v: f32) -> f32 {
         0.5 * v * (1.0 + tanh(SQRT_TWO_OVER_PI * v * (1.0 + GELU_TANH_CUBIC * v * v)))
     }
+    #[inline(always)]
     fn df(v: f32) -> f32 {
         // y = v (1 + tanh u) / 2 with u = c v (1 + a v^2):
         // dy/dv = (1 + t) / 2 + v (1 - t^2) c (1 + 3 a v^2) / 2.
@@ -246,10 +257,10 @@ impl RowOp for Softmax {
     }
     fn forward(y: &mut [f32], x: &[f32]) {
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        crate::expf::exp_sub(y, x, max);
         let mut sum = 0f32;
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = (x - max).exp();
-            sum += *y;
+        for &y in y.iter() {
+            sum += y;
         }
         let inv = 1.0 / sum;
         y.iter_mut().for_each(|y| *y *= inv);
@@ -661,9 +672,12 @@ fn targets_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
     }
 }
 
-fn log_sum_exp(x: &[f32]) -> f32 {
+/// log(sum(exp(x))) of a row, `buf` (as long as the row) holding the exponentials.
+fn log_sum_exp(x: &[f32], buf: &mut [f32]) -> f32 {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    max + x.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
+    crate::expf::exp_sub(buf, x, max);
+    // In order, as the sum was always taken: the same rounding as before.
+    max + buf.iter().sum::<f32>().ln()
 }
 
 impl CustomOp2 for CrossEntropy {
@@ -692,11 +706,14 @@ impl CustomOp2 for CrossEntropy {
         let mut out = vec![0f32; 2 * rows];
         out.par_chunks_mut(2)
             .zip(x.par_chunks(v).zip(t.par_iter()))
-            .for_each(|(o, (x, &t))| {
-                let lse = log_sum_exp(x);
-                o[0] = lse - x[t as usize];
-                o[1] = lse;
-            });
+            .for_each_init(
+                || vec![0f32; v],
+                |buf, (o, (x, &t))| {
+                    let lse = log_sum_exp(x, buf);
+                    o[0] = lse - x[t as usize];
+                    o[1] = lse;
+                },
+            );
         Ok((CpuStorage::F32(out), Shape::from((rows, 2))))
     }
     fn bwd(
@@ -749,8 +766,9 @@ impl CustomOp3 for CrossEntropyBwd {
             .for_each(|((dx, x), (g_lse, &t))| {
                 let (g, lse) = (g_lse[0], g_lse[1]);
                 // d loss / d x = softmax(x) - onehot(t).
-                for (dx, &x) in dx.iter_mut().zip(x) {
-                    *dx = g * (x - lse).exp();
+                crate::expf::exp_sub(dx, x, lse);
+                for dx in dx.iter_mut() {
+                    *dx *= g;
                 }
                 dx[t as usize] -= g;
             });

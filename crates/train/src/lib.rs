@@ -6,6 +6,7 @@ pub mod bert;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod expf;
 pub mod export;
 pub mod flops;
 pub mod fused;
