@@ -21,6 +21,22 @@ fn ulps(a: f32, b: f32) -> u32 {
     (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
 }
 
+/// Asserts `got` is `want` word for word where `exact` (NaN matching any NaN), else within an ulp.
+fn assert_matches(got: f32, want: f32, exact: bool, what: impl Fn() -> String) {
+    if want.is_nan() {
+        assert!(got.is_nan(), "{} = {got:e}, want NaN", what());
+    } else if exact {
+        assert_eq!(
+            want.to_bits(),
+            got.to_bits(),
+            "{} = {got:e}, want {want:e}",
+            what()
+        );
+    } else {
+        assert!(ulps(want, got) <= 1, "{} = {got:e}, want {want:e}", what());
+    }
+}
+
 /// Checks `exp_sub` on `xs` (minus `c`) against `(x - c).exp()`: the same words on a glibc FMA
 /// host, else within one unit in the last place (both are within about half a unit of exp).
 fn check(xs: &[f32], c: f32) -> usize {
@@ -35,20 +51,7 @@ fn check(xs: &[f32], c: f32) -> usize {
             y.to_bits(),
             "scalar and slice differ at {x:e} - {c:e}"
         );
-        if want.is_nan() {
-            assert!(y.is_nan(), "exp({x:e} - {c:e}): {y:e}, libm NaN");
-        } else if exact {
-            assert_eq!(
-                want.to_bits(),
-                y.to_bits(),
-                "exp({x:e} - {c:e}) = {y:e}, glibc's expf {want:e}"
-            );
-        } else {
-            assert!(
-                ulps(want, y) <= 1,
-                "exp({x:e} - {c:e}) = {y:e}, libm {want:e}"
-            );
-        }
+        assert_matches(y, want, exact, || format!("exp({x:e} - {c:e})"));
         checked += 1;
     }
     checked
@@ -107,17 +110,7 @@ fn check_tanh(us: impl Iterator<Item = f32>) -> usize {
     for u in us {
         let want = (1.0 - 2.0 / ((2.0 * u.abs()).exp() + 1.0)).copysign(u);
         let got = tanh(u);
-        if want.is_nan() {
-            assert!(got.is_nan(), "tanh({u:e}) = {got:e}, want NaN");
-        } else if exact {
-            assert_eq!(
-                want.to_bits(),
-                got.to_bits(),
-                "tanh({u:e}) = {got:e}, want {want:e}"
-            );
-        } else {
-            assert!(ulps(want, got) <= 1, "tanh({u:e}) = {got:e}, want {want:e}");
-        }
+        assert_matches(got, want, exact, || format!("tanh({u:e})"));
         n += 1;
     }
     n
