@@ -344,6 +344,12 @@ fn results_doc_matches_the_regime_bert_gpu_summary() {
     check_results_doc("regime-bert-gpu");
 }
 
+/// The two-Bible BERT regime run's part (in progress over several sessions), likewise.
+#[test]
+fn results_doc_matches_the_regime_bert_bibles_summary() {
+    check_results_doc("regime-bert-bibles");
+}
+
 fn check_results_doc(preset: &str) {
     let root = root();
     let o = xtask(&[
