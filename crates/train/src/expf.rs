@@ -58,9 +58,10 @@ const C2: f64 = f64::from_bits(0x3fe62e42ff0c52d6) / 32.0;
 /// does not apply.
 const TOP12_88: u32 = 0x42b;
 
-/// exp(x) for |x| < 88, as glibc's `__expf_fma` computes it.
+/// exp(x) for |x| < 88, as glibc's `__expf_fma` computes it (a NaN gives a NaN), inlined
+/// without a branch so that element-wise loops run under [`simd`] stay in vector registers.
 #[inline(always)]
-fn exp_core(x: f32) -> f32 {
+pub(crate) fn exp_core(x: f32) -> f32 {
     let xd = f64::from(x);
     // x * 32 / ln 2 = k + r with k an integer, |r| <= 1/2.
     let kd = INV_LN2_N.mul_add(xd, SHIFT);
@@ -96,18 +97,6 @@ fn exp_sub_body(dst: &mut [f32], src: &[f32], c: f32) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn exp_sub_avx512(dst: &mut [f32], src: &[f32], c: f32) {
-    exp_sub_body(dst, src, c)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp_sub_avx2(dst: &mut [f32], src: &[f32], c: f32) {
-    exp_sub_body(dst, src, c)
-}
-
 /// `dst[i] = exp(src[i] - c)`, the subtraction in f32, each value bit for bit `(src[i] - c).exp()`
 /// with glibc's x86-64 `expf`.
 ///
@@ -115,28 +104,7 @@ fn exp_sub_avx2(dst: &mut [f32], src: &[f32], c: f32) {
 /// If the slices differ in length.
 pub fn exp_sub(dst: &mut [f32], src: &[f32], c: f32) {
     assert_eq!(dst.len(), src.len(), "exp_sub: slices of different lengths");
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { exp_sub_avx512(dst, src, c) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { exp_sub_avx2(dst, src, c) };
-        }
-    }
-    exp_sub_body(dst, src, c)
-}
-
-/// exp(x) for x in [-87, 87] or NaN (glibc's words; NaN gives a NaN), inlined without a branch
-/// so that element-wise loops run under [`simd`] stay in vector registers.
-#[inline(always)]
-pub(crate) fn exp_in_range(x: f32) -> f32 {
-    exp_core(x)
+    simd(|| exp_sub_body(dst, src, c))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -152,7 +120,7 @@ fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f` compiled for AVX-512 (else AVX2) with FMA where the CPU has them. Rust never fuses a
-/// multiply and an add by itself, so only explicit `mul_add`s (those of [`exp_in_range`]) change
+/// multiply and an add by itself, so only explicit `mul_add`s (those of [`exp_core`]) change
 /// instruction, never a result.
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {

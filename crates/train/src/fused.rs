@@ -216,7 +216,7 @@ pub fn tanh(u: f32) -> f32 {
     // of 1 and the result is exactly 1, so capping the argument at 87 (where the branch-free exp
     // holds) changes no result; a NaN stays NaN through the comparison.
     let a = 2.0 * u.abs();
-    let e = crate::expf::exp_in_range(if a > 87.0 { 87.0 } else { a });
+    let e = crate::expf::exp_core(if a > 87.0 { 87.0 } else { a });
     (1.0 - 2.0 / (e + 1.0)).copysign(u)
 }
 
